@@ -1,0 +1,129 @@
+"""Shared vocabulary of the embeddings layer: the ``Encoder`` protocol and ``ModelCard``.
+
+Every encoder turns a sequence of inputs of one modality into a float32 matrix
+``[n, card.dim]`` whose rows are L2-normalised. An input that cannot be read or
+decoded yields an all-NaN row and a WARNING naming the input and the reason; a
+batch job never stops for one bad item.
+
+Nothing here imports torch, so cards and fusion can be used without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+Modality = Literal["text", "image", "audio"]
+MODALITIES: tuple[Modality, ...] = ("text", "image", "audio")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a practitioner weighs when choosing a pre-trained model.
+
+    Attributes:
+        name: registry name of the encoder (e.g. ``"minilm"``).
+        modality: ``"text"``, ``"image"`` or ``"audio"``.
+        dim: length of each output vector.
+        params: number of parameters of the network used for encoding.
+        size_mb: size of the weight file(s) on disk, in MB (10**6 bytes).
+        framework: deep-learning framework (``"pytorch"``).
+        file_format: weight file format (``".safetensors"``, ``".pth"`` ...).
+        input_spec: what the model sees, e.g. ``"max 256 tokens"``.
+        source: where the weights come from (package and upstream model).
+        version: changes whenever weights or preprocessing change; recorded in
+            manifests so stale vectors can be detected.
+    """
+
+    name: str
+    modality: Modality
+    dim: int
+    params: int
+    size_mb: float
+    framework: str
+    file_format: str
+    input_spec: str
+    source: str
+    version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of all fields."""
+        return asdict(self)
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """A pre-trained model that maps inputs of one modality to vectors."""
+
+    card: ModelCard
+
+    def encode(self, inputs: Sequence, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """Encode ``inputs`` (length n) into float32 ``[n, card.dim]``.
+
+        Rows are L2-normalised; a row whose input cannot be read/decoded is
+        all-NaN and a WARNING names the input and the reason.
+        """
+        ...
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation of ``x`` (``[n, d]`` or ``[d]``), returned as float32.
+
+    Rows with norm below ``eps`` are returned unchanged (zeros stay zeros);
+    NaN rows stay NaN.
+    """
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.ndim == 1:
+        return l2_normalize(arr[None, :], eps)[0]
+    if arr.ndim != 2:
+        raise ValueError(f"l2_normalize expects a 1-D or 2-D array, got shape {arr.shape}")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    safe = np.where(norms > eps, norms, 1.0)  # NaN norms propagate NaN, as intended
+    return (arr / safe).astype(np.float32, copy=False)
+
+
+def nan_rows(x: np.ndarray) -> np.ndarray:
+    """Boolean mask ``[n]``: rows of ``[n, d]`` that contain any NaN."""
+    return np.isnan(np.asarray(x)).any(axis=1)
+
+
+def describe_input(item: object, limit: int = 80) -> str:
+    """Human-readable name of an input for log messages (paths in full, other values abridged)."""
+    if isinstance(item, Path):
+        return str(item)
+    if isinstance(item, str):
+        text = item
+        if len(item) <= 4096 and "\n" not in item:
+            return item  # a path (or short text): never cut, the warning must name it
+    elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
+        text = f"<array shape={item[0].shape} dtype={item[0].dtype} sr={item[1]}>"
+    elif isinstance(item, np.ndarray):
+        text = f"<array shape={item.shape} dtype={item.dtype}>"
+    else:
+        text = f"<{type(item).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def files_fingerprint(paths: Sequence[str | Path]) -> str:
+    """Short (12 hex) fingerprint of the bytes of several files, order-independent by name."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(path.name.encode())
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()[:12]

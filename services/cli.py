@@ -1,0 +1,203 @@
+"""The `tlrec` command (a contract: tests and outside checks call it).
+
+Every command turns bad input into one line on stderr that names what was wrong
+and where, and exits non-zero (2); nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+app = typer.Typer(
+    name="tlrec",
+    help="Recommendations and behaviour prediction built on transfer learning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+logger = logging.getLogger("tlrec")
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_BAD_INPUT = 2
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    return " ".join(text.split())
+
+
+def friendly_errors(func: F) -> F:
+    """Turn expected failures into one stderr line and exit code 2 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from training.artifacts import ArtifactError
+        from training.data import DataError
+
+        try:
+            return func(*args, **kwargs)
+        except (DataError, ArtifactError, ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
+            typer.echo(f"error: {_one_line(exc)}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    """Set up logging (stderr) and offline model loading."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "transformers", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _parse_ks(value: str) -> list[int]:
+    try:
+        ks = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--k: expected comma-separated integers like 10,20, got {value!r}") from None
+    if not ks or min(ks) < 1:
+        raise ValueError(f"--k: every value must be >= 1, got {value!r}")
+    return ks
+
+
+@app.command()
+@friendly_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's catalog, vectors and artifacts.")] = Path("demo_out"),
+    items: Annotated[int, typer.Option(help="Catalog size.")] = 2000,
+    users: Annotated[int, typer.Option(help="Number of users.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 0,
+) -> None:
+    """End-to-end on the built-in demo catalog: generate, embed, train, evaluate, recommend."""
+    from services.demo import run_demo
+
+    run_demo(out, n_items=items, n_users=users, seed=seed)
+
+
+@app.command("import-movielens")
+@friendly_errors
+def import_movielens(
+    path: Annotated[Path, typer.Argument(help="MovieLens folder (100k or latest-small layout).")],
+    out: Annotated[Path, typer.Option(help="Output folder for catalog.parquet and interactions.parquet.")],
+) -> None:
+    """MovieLens -> catalog + interactions (title and genres as item text)."""
+    from services.movielens import import_movielens as run
+
+    catalog, interactions = run(path, out)
+    typer.echo(f"{catalog}\n{interactions}")
+
+
+@app.command()
+@friendly_errors
+def embed(
+    catalog: Annotated[Path, typer.Option(help="Catalog file (Parquet, CSV or JSONL).")],
+    out: Annotated[Path, typer.Option(help="Item-vectors Parquet to write (+ .manifest.json).")],
+    text: Annotated[str, typer.Option(help="Text encoder name, or 'none'.")] = "minilm",
+    image: Annotated[str, typer.Option(help="Image encoder name, or 'none'.")] = "efficientnet-lite0",
+    audio: Annotated[str, typer.Option(help="Audio encoder name, or 'none'.")] = "crepe-tiny",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Run as a Ray Data job on this cluster ('auto' or 'local' for a local Ray).")
+    ] = None,
+) -> None:
+    """Embed catalog items with pre-trained encoders and fuse them into one vector per item."""
+    from services.jobs import embed_job
+
+    names = {m: (None if v.lower() == "none" else v) for m, v in {"text": text, "image": image, "audio": audio}.items()}
+    path = embed_job(catalog, out, ray_address=ray_address, **names)
+    typer.echo(str(path))
+
+
+@app.command()
+@friendly_errors
+def train(
+    catalog: Annotated[Path, typer.Option(help="Catalog file.")],
+    interactions: Annotated[Path, typer.Option(help="Interactions file.")],
+    out: Annotated[Path, typer.Option(help="Artifacts root; the new version becomes 'current'.")],
+    vectors: Annotated[Path | None, typer.Option(help="Item vectors from `tlrec embed` (else embeds now).")] = None,
+    model: Annotated[str, typer.Option(help="ncf or popularity.")] = "ncf",
+    strict: Annotated[bool, typer.Option(help="Interactions naming unknown items are an error, not dropped.")] = False,
+    epochs: Annotated[int | None, typer.Option(help="NCF: maximum epochs (early stopping picks the best).")] = None,
+    seed: Annotated[int | None, typer.Option(help="NCF: random seed.")] = None,
+) -> None:
+    """Fit a model and publish it as a new artifact version."""
+    from services.jobs import train_job
+
+    config: dict[str, Any] = {}
+    if model == "ncf":
+        config.update({k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None})
+    version = train_job(catalog, interactions, out, vectors_path=vectors, model=model, strict=strict, config=config)
+    typer.echo(str(version))
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    artifacts: Annotated[Path, typer.Option(help="Artifacts root or version directory.")],
+    interactions: Annotated[Path, typer.Option(help="Test interactions (not used in training).")],
+    k: Annotated[str, typer.Option(help="Cut-offs, comma-separated.")] = "10,20",
+) -> None:
+    """Full-ranking evaluation (seen items excluded) on held-out interactions."""
+    from rich.console import Console
+
+    from services.jobs import evaluate_job, metrics_table
+
+    ks = _parse_ks(k)
+    metrics = evaluate_job(artifacts, interactions, ks)
+    Console().print(metrics_table({str(artifacts): metrics}, ks))
+
+
+@app.command()
+@friendly_errors
+def score(
+    artifacts: Annotated[Path, typer.Option(help="Artifacts root or version directory.")],
+    users: Annotated[Path, typer.Option(help="File with one user id a line.")],
+    k: Annotated[int, typer.Option(help="Items per user.")],
+    out: Annotated[Path, typer.Option(help="Output Parquet: user_id, item_id, score, rank.")],
+    candidates: Annotated[Path | None, typer.Option(help="File with one item id a line: rank only these.")] = None,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop items seen in training.")] = False,
+) -> None:
+    """Batch scoring: top-k for every listed user (unknown users get popular items)."""
+    from services.batch_scoring import score_job
+
+    frame = score_job(artifacts, users, k, out, candidates_path=candidates, exclude_seen=exclude_seen)
+    typer.echo(f"{out} ({frame.height} rows)")
+
+
+@app.command()
+@friendly_errors
+def serve(
+    artifacts: Annotated[Path, typer.Option(help="Artifacts root or version directory.")],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Serve recommendations over HTTP (FastAPI + uvicorn)."""
+    import uvicorn
+
+    from serving.api.app import create_app
+    from serving.recommender import ServedModel
+
+    ServedModel.load(artifacts)  # fail fast, with a one-line error, before binding the port
+    uvicorn.run(create_app(artifacts), host=host, port=port, log_level="info")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

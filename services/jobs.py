@@ -1,0 +1,147 @@
+"""The jobs behind `tlrec embed`, `tlrec train` and `tlrec evaluate`.
+
+Each job reads files, validates them (one-line ``DataError`` naming file, row and
+column), and writes its output atomically: a failed job leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from embeddings.registry import DEFAULTS
+from embeddings.vectors import ItemVectors, embed_catalog, load_item_vectors
+from serving.index import VectorIndex
+from serving.recommender import INDEX_FILE, ServedModel
+from training.artifacts import new_version, sha256_file, staged_version
+from training.data import Columns, load_catalog, load_interactions
+from training.metrics import evaluate_rankings
+from training.models import NCFModel
+from training.train import train_into
+
+logger = logging.getLogger(__name__)
+
+VECTORS_IN_ARTIFACT = "item_vectors.parquet"
+
+
+def embed_job(
+    catalog_path: Path,
+    out: Path,
+    text: str | None = DEFAULTS["text"],
+    image: str | None = DEFAULTS["image"],
+    audio: str | None = DEFAULTS["audio"],
+    ray_address: str | None = None,
+) -> Path:
+    """Embed a catalog file into an item-vectors Parquet (+ manifest) at ``out``.
+
+    With ``ray_address`` ("local", "auto" or a cluster address) the encoders run as a
+    Ray Data job (``embeddings.batch``); otherwise in this process.
+    """
+    catalog = load_catalog(catalog_path)
+    if ray_address is not None:
+        from embeddings.batch import embed_catalog_ray
+
+        return embed_catalog_ray(catalog, out, address=ray_address, text=text, image=image, audio=audio)
+    return embed_catalog(catalog, out, text=text, image=image, audio=audio)
+
+
+def _input_record(path: Path) -> dict[str, str]:
+    return {"path": str(Path(path).resolve()), "sha256": sha256_file(Path(path))}
+
+
+def train_job(
+    catalog_path: Path,
+    interactions_path: Path,
+    artifacts_root: Path,
+    vectors_path: Path | None = None,
+    model: str = "ncf",
+    strict: bool = False,
+    config: dict[str, Any] | None = None,
+) -> Path:
+    """Validate inputs, embed the catalog if no vectors are given, fit, index, publish.
+
+    Returns the published version directory; ``artifacts_root/current`` names it.
+    """
+    catalog = load_catalog(catalog_path)
+    interactions = load_interactions(interactions_path, catalog=catalog, strict=strict)
+    vectors: ItemVectors | None = None
+    if model == "ncf" and vectors_path is not None:
+        vectors = load_item_vectors(vectors_path)
+    manifest: dict[str, Any] = {
+        "inputs": {"catalog": _input_record(catalog_path), "interactions": _input_record(interactions_path)}
+    }
+    if vectors_path is not None:
+        manifest["inputs"]["vectors"] = _input_record(vectors_path)
+    version = new_version()
+    artifacts_root.mkdir(parents=True, exist_ok=True)
+    with staged_version(artifacts_root, version=version, manifest=manifest) as stage:
+        if model == "ncf" and vectors is None:
+            vectors = load_item_vectors(embed_catalog(catalog, stage / VECTORS_IN_ARTIFACT))
+        if vectors is not None:
+            manifest["encoders"] = vectors.manifest.get("encoders")
+        recommender, info = train_into(stage, catalog, interactions, vectors, model, config)
+        if isinstance(recommender, NCFModel):
+            index = VectorIndex.build(recommender.item_vectors())
+            index.save(stage / INDEX_FILE)
+            info["index"] = {"type": type(index.index).__name__, "dim": index.dim, "ntotal": index.ntotal}
+        manifest.update(info)
+    logger.info("published artifact %s", artifacts_root / version)
+    return artifacts_root / version
+
+
+def evaluate_job(
+    artifacts: Path,
+    interactions_path: Path,
+    ks: Sequence[int] = (10, 20),
+    exclude_seen: bool = True,
+) -> dict[str, float]:
+    """Rank all items for every user in the test interactions and score the lists.
+
+    Users unknown to the model get the popular items (and count, like everyone).
+    """
+    if not ks or min(ks) < 1:
+        raise ValueError(f"--k values must be >= 1, got {list(ks)}")
+    served = ServedModel.load(artifacts)
+    test = load_interactions(interactions_path)
+    known_items = test[Columns.ITEM].is_in(list(served.items.external))
+    if (~known_items).any():
+        logger.warning("%d test interactions name items the model does not know; dropped", int((~known_items).sum()))
+        test = test.filter(known_items)
+    users = test[Columns.USER].unique(maintain_order=True).to_list()
+    recs = served.recommend(users, max(ks), exclude_seen=exclude_seen)
+    ranked = {r.user_id: r.item_ids for r in recs}
+    return evaluate_rankings(ranked, test, ks=ks, n_items=len(served.items))
+
+
+def metrics_table(rows: dict[str, dict[str, float]], ks: Sequence[int]) -> "rich.table.Table":  # noqa: F821
+    """A rich table: one row per metric@k, one column per model."""
+    from rich.table import Table
+
+    table = Table(title="evaluation (full ranking, seen items excluded)")
+    table.add_column("metric")
+    for model in rows:
+        table.add_column(model, justify="right")
+    for k in ks:
+        for metric in ("ndcg", "recall", "hit_rate", "map", "coverage"):
+            name = f"{metric}@{k}"
+            table.add_row(name, *(f"{m.get(name, float('nan')):.4f}" for m in rows.values()))
+    table.add_row("users", *(str(int(m.get("users", 0))) for m in rows.values()))
+    return table
+
+
+def frame_of_recommendations(recs: list) -> pl.DataFrame:
+    """Long format ``user_id, item_id, score, rank`` (rank 1 = best)."""
+    users, items, scores, ranks = [], [], [], []
+    for r in recs:
+        users.extend([r.user_id] * len(r.item_ids))
+        items.extend(r.item_ids)
+        scores.extend(r.scores)
+        ranks.extend(r.ranks)
+    return pl.DataFrame(
+        {Columns.USER: users, Columns.ITEM: items, Columns.SCORE: scores, Columns.RANK: ranks},
+        schema={Columns.USER: pl.Utf8, Columns.ITEM: pl.Utf8, Columns.SCORE: pl.Float64, Columns.RANK: pl.Int32},
+    )

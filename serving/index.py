@@ -1,0 +1,77 @@
+"""FAISS index over item vectors: maximum inner product search.
+
+Exact (``IndexFlatIP``) up to ``EXACT_MAX_ITEMS`` items, HNSW above that. Saved with
+``faiss.write_index`` (FAISS's own binary format, no pickle).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+EXACT_MAX_ITEMS = 200_000
+
+
+class IndexFileError(ValueError):
+    """A FAISS index file that cannot be read or does not fit the model."""
+
+
+class VectorIndex:
+    """Inner-product index; ``search`` returns ``(scores, ids)`` float32/int64 ``[m, k]``."""
+
+    def __init__(self, index: faiss.Index) -> None:
+        self.index = index
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, exact_max_items: int = EXACT_MAX_ITEMS) -> "VectorIndex":
+        """Index float32 ``[n, d]`` vectors; row i gets id i."""
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise ValueError(f"index: expected a non-empty [n, d] matrix, got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("index: vectors contain NaN or inf")
+        n, d = x.shape
+        if n <= exact_max_items:
+            index = faiss.IndexFlatIP(d)
+        else:
+            index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 80
+            index.hnsw.efSearch = 128
+        index.add(x)
+        logger.info("index: %s over %d items, dim %d", type(index).__name__, n, d)
+        return cls(index)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` by inner product for float32 ``[m, dim]`` queries; missing slots get id -1."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"index: queries have shape {q.shape}, expected [m, {self.dim}]")
+        k = max(1, min(k, self.ntotal))
+        scores, ids = self.index.search(q, k)
+        return scores, ids.astype(np.int64)
+
+    def save(self, path: Path) -> None:
+        faiss.write_index(self.index, str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> "VectorIndex":
+        """Read an index file; a missing or corrupt file raises ``IndexFileError`` naming it."""
+        if not path.is_file():
+            raise IndexFileError(f"{path}: index file not found")
+        try:
+            return cls(faiss.read_index(str(path)))
+        except RuntimeError as exc:
+            raise IndexFileError(f"{path}: not a readable FAISS index ({str(exc).splitlines()[0][:120]})") from None

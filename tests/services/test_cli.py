@@ -1,0 +1,208 @@
+"""The `tlrec` command as a user runs it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+TLREC = Path(sys.executable).parent / "tlrec"
+
+
+def run_tlrec(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [str(TLREC)] if TLREC.exists() else [sys.executable, "-m", "services.cli"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"tlrec {args} failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    return proc
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    """The one stderr line an expected failure prints (log lines above it are allowed)."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def write_latest_small(folder: Path) -> Path:
+    """A tiny MovieLens latest-small layout (same files and columns as the real one)."""
+    folder.mkdir(parents=True)
+    (folder / "movies.csv").write_text(
+        "movieId,title,genres\n"
+        "1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy\n"
+        "2,Jumanji (1995),Adventure|Children|Fantasy\n"
+        '3,"Grumpier Old Men, The (1995)",Comedy|Romance\n'
+        "4,Heat (1995),Action|Crime|Thriller\n"
+        "5,Alien (1979),Horror|Sci-Fi\n"
+        "6,Obscure Film (2001),(no genres listed)\n"
+    )
+    rows = ["userId,movieId,rating,timestamp"]
+    for u in range(1, 9):
+        for j, m in enumerate([1, 2, 3, 4, 5]):
+            if (u + m) % 3:
+                rows.append(f"{u},{m},{(u + m) % 5 + 1}.0,{1_000_000 + 100 * u + j}")
+    (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def write_100k(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    flags = lambda on: "|".join("1" if i in on else "0" for i in range(19))  # noqa: E731
+    (folder / "u.item").write_bytes(
+        (f"1|Toy Story (1995)|01-Jan-1995||http://x|{flags({3, 4, 5})}\n"
+         f"2|GoldenEye (1995)|01-Jan-1995||http://x|{flags({1, 2, 16})}\n"
+         f"3|Caf\xe9 Society (1995)|01-Jan-1995||http://x|{flags({8})}\n").encode("latin-1")
+    )
+    (folder / "u.data").write_text("1\t1\t5\t881250949\n1\t2\t3\t881250950\n2\t3\t4\t881250951\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def movielens(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ml")
+    src = write_latest_small(root / "src")
+    run_tlrec("import-movielens", src, "--out", root / "ml")
+    return root / "ml"
+
+
+def test_import_latest_small(movielens):
+    catalog = pl.read_parquet(movielens / "catalog.parquet")
+    interactions = pl.read_parquet(movielens / "interactions.parquet")
+    assert catalog.height == 6 and catalog["item_id"].dtype == pl.Utf8
+    row = catalog.filter(pl.col("item_id") == "3").row(0, named=True)
+    assert row["title"] == "Grumpier Old Men, The (1995)"
+    assert row["description"] == "Genres: Comedy, Romance."
+    assert catalog.filter(pl.col("item_id") == "6")["description"][0] == ""
+    assert set(interactions.columns) == {"user_id", "item_id", "timestamp", "event", "value"}
+    assert interactions["event"].unique().to_list() == ["rating"]
+
+
+def test_import_100k(tmp_path):
+    run_tlrec("import-movielens", write_100k(tmp_path / "src"), "--out", tmp_path / "ml")
+    catalog = pl.read_parquet(tmp_path / "ml" / "catalog.parquet")
+    assert catalog["title"].to_list() == ["Toy Story (1995)", "GoldenEye (1995)", "Caf\u00e9 Society (1995)"]
+    assert catalog["description"][1] == "Genres: Action, Adventure, Thriller."
+    assert pl.read_parquet(tmp_path / "ml" / "interactions.parquet").height == 3
+
+
+def test_import_unknown_layout(tmp_path):
+    (tmp_path / "empty").mkdir()
+    line = error_line(run_tlrec("import-movielens", tmp_path / "empty", "--out", tmp_path / "o", check=False))
+    assert "not a MovieLens folder" in line and "empty" in line
+
+
+def test_train_embeds_itself_then_score_exclude_seen(movielens, tmp_path):
+    """Without --vectors, train embeds the catalog; score gives k unseen items per user."""
+    artifacts = tmp_path / "artifacts"
+    run_tlrec("train", "--catalog", movielens / "catalog.parquet", "--interactions",
+              movielens / "interactions.parquet", "--out", artifacts, "--epochs", "3")
+    version = artifacts / (artifacts / "current").read_text().strip()
+    assert (version / "item_vectors.parquet").is_file() and (version / "index.faiss").is_file()
+    users = tmp_path / "users.txt"
+    users.write_text("1\n2\n3\nnew-user\n")
+    out = tmp_path / "recs.parquet"
+    run_tlrec("score", "--artifacts", artifacts, "--users", users, "--k", "2", "--out", out, "--exclude-seen")
+    recs = pl.read_parquet(out)
+    assert recs.columns == ["user_id", "item_id", "score", "rank"]
+    assert recs.group_by("user_id").len().sort("user_id").rows() == [("1", 2), ("2", 2), ("3", 2), ("new-user", 2)]
+    seen = pl.read_parquet(movielens / "interactions.parquet").select("user_id", "item_id")
+    assert recs.join(seen, on=["user_id", "item_id"]).height == 0
+    assert recs.filter(pl.col("user_id") == "1")["rank"].to_list() == [1, 2]
+
+
+def test_popularity_score_with_candidates(movielens, tmp_path):
+    artifacts = tmp_path / "a"
+    run_tlrec("train", "--catalog", movielens / "catalog.parquet", "--interactions",
+              movielens / "interactions.parquet", "--out", artifacts, "--model", "popularity")
+    users, cands, out = tmp_path / "u.txt", tmp_path / "c.txt", tmp_path / "r.parquet"
+    users.write_text("1\n4\n")
+    cands.write_text("2\n5\n6\n")
+    run_tlrec("score", "--artifacts", artifacts, "--users", users, "--k", "3", "--out", out, "--candidates", cands)
+    recs = pl.read_parquet(out)
+    assert set(recs["item_id"]) <= {"2", "5", "6"} and recs.height == 6
+
+
+def test_evaluate_prints_table(world):
+    proc = run_tlrec("evaluate", "--artifacts", world.artifacts, "--interactions", world.test, "--k", "5,10")
+    assert "ndcg@5" in proc.stdout and "recall@10" in proc.stdout
+
+
+def test_embed_command(world, tmp_path):
+    import json
+
+    small = tmp_path / "catalog.csv"
+    pl.read_parquet(world.catalog).head(4).select("item_id", "title", "description").write_csv(small)
+    out = tmp_path / "v.parquet"
+    run_tlrec("embed", "--catalog", small, "--out", out, "--image", "none", "--audio", "none")
+    vectors = pl.read_parquet(out)
+    assert vectors.height == 4 and len(vectors["fused"][0]) == 384
+    manifest = json.loads((tmp_path / "v.manifest.json").read_text())
+    assert "text" in manifest["encoders"]
+
+
+# ------------------------------------------------------------------ bad input
+def test_missing_column_names_file_and_column(movielens, tmp_path):
+    bad = tmp_path / "catalog.csv"
+    pl.read_parquet(movielens / "catalog.parquet").drop("title").write_csv(bad)
+    artifacts = tmp_path / "artifacts"
+    line = error_line(run_tlrec("train", "--catalog", bad, "--interactions", movielens / "interactions.parquet",
+                                "--out", artifacts, "--model", "popularity", check=False))
+    assert "catalog.csv" in line and "title" in line
+    assert not artifacts.exists() or not any(artifacts.iterdir())
+
+
+def test_unknown_file(tmp_path, movielens):
+    line = error_line(run_tlrec("train", "--catalog", tmp_path / "nope.parquet", "--interactions",
+                                movielens / "interactions.parquet", "--out", tmp_path / "a", check=False))
+    assert "nope.parquet" in line
+
+
+def test_corrupt_parquet(tmp_path, movielens):
+    bad = tmp_path / "interactions.parquet"
+    bad.write_bytes(b"PAR1" + os.urandom(64))
+    artifacts = tmp_path / "a"
+    line = error_line(run_tlrec("train", "--catalog", movielens / "catalog.parquet", "--interactions", bad,
+                                "--out", artifacts, "--model", "popularity", check=False))
+    assert "interactions.parquet" in line
+    assert not artifacts.exists() or not any(artifacts.iterdir())
+
+
+def test_bad_timestamp_names_row(tmp_path, movielens):
+    bad = tmp_path / "events.csv"
+    bad.write_text("user_id,item_id,timestamp\n1,1,100\n1,2,yesterday-ish\n")
+    line = error_line(run_tlrec("train", "--catalog", movielens / "catalog.parquet", "--interactions", bad,
+                                "--out", tmp_path / "a", "--model", "popularity", check=False))
+    assert "events.csv" in line and "row 2" in line and "timestamp" in line
+
+
+@pytest.mark.parametrize("k", ["0", "-3"])
+def test_k_must_be_positive(world, tmp_path, k):
+    users = tmp_path / "users.txt"
+    users.write_text("u0001\n")
+    out = tmp_path / "recs.parquet"
+    line = error_line(run_tlrec("score", "--artifacts", world.artifacts, "--users", users, "--k", k,
+                                "--out", out, check=False))
+    assert "--k" in line
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_corrupt_artifact_refused_by_score(world, tmp_path):
+    import shutil
+
+    copy = tmp_path / "v"
+    shutil.copytree(world.ncf_version, copy)
+    weights = copy / "model" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    users = tmp_path / "users.txt"
+    users.write_text("u0001\n")
+    out = tmp_path / "recs.parquet"
+    line = error_line(run_tlrec("score", "--artifacts", copy, "--users", users, "--k", "3", "--out", out,
+                                check=False))
+    assert "weights.safetensors" in line and not out.exists()

@@ -1,0 +1,184 @@
+"""Contract tests run on every registered model, plus known-answer cases.
+
+Synthetic data with a known answer (after implicit's test mixin): users and items
+fall in groups; each user has interacted with every item of their group but one,
+so the best unseen item for user u is that one item.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from training.data import Columns, IdMap, InteractionData
+from training.models import MODELS, NCFConfig, NCFModel, PopularityModel, get_model_class
+
+N_GROUPS = 4
+ITEMS_PER_GROUP = 6
+USERS_PER_GROUP = 12
+
+
+def _group_data(cold_items_per_group: int = 0) -> tuple[InteractionData, np.ndarray, dict[int, int]]:
+    """Block data; returns (data, content vectors [n_items, N_GROUPS + 2], user -> held-out item)."""
+    rng = np.random.default_rng(0)
+    n_items = N_GROUPS * (ITEMS_PER_GROUP + cold_items_per_group)
+    item_group = np.repeat(np.arange(N_GROUPS), ITEMS_PER_GROUP + cold_items_per_group)
+    rows, held_out = [], {}
+    t = 0
+    for g in range(N_GROUPS):
+        group_items = np.flatnonzero(item_group == g)[:ITEMS_PER_GROUP]  # the rest are cold
+        for j in range(USERS_PER_GROUP):
+            u = g * USERS_PER_GROUP + j
+            skip = int(group_items[j % ITEMS_PER_GROUP])
+            held_out[u] = skip
+            for i in group_items:
+                if i != skip:
+                    t += 1
+                    rows.append((f"u{u:03d}", f"i{i:03d}", t))
+    frame = pl.DataFrame(rows, schema=[Columns.USER, Columns.ITEM, Columns.TIMESTAMP], orient="row").with_columns(
+        pl.lit("view").alias(Columns.EVENT), pl.lit(1.0).alias(Columns.VALUE)
+    )
+    items = IdMap([f"i{i:03d}" for i in range(n_items)])
+    users = IdMap([f"u{u:03d}" for u in range(N_GROUPS * USERS_PER_GROUP)])
+    data = InteractionData.build(frame, items, users=users)
+    content = np.zeros((n_items, N_GROUPS + 2), np.float32)
+    content[np.arange(n_items), item_group] = 1.0
+    content[:, N_GROUPS:] = rng.normal(0, 0.05, (n_items, 2))
+    return data, content, held_out
+
+
+def _fit(name: str, data: InteractionData, content: np.ndarray):
+    cls = get_model_class(name)
+    if cls is NCFModel:
+        model = NCFModel(NCFConfig(dim=16, content_hidden=32, epochs=60, batch_size=64, negatives=32,
+                                   val_fraction=0.0, progress=False, lr=1e-2))
+    else:
+        model = cls()
+    return model.fit(data, content)
+
+
+@pytest.fixture(scope="module")
+def group_data():
+    return _group_data()
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def fitted(request, group_data):
+    data, content, _ = group_data
+    return request.param, _fit(request.param, data, content)
+
+
+def test_seen_items_are_excluded(fitted, group_data):
+    _, model = fitted
+    data, _, _ = group_data
+    users = np.arange(data.n_users)
+    items, _ = model.recommend(users, 5, exclude=data.seen())
+    seen = data.seen()
+    for u, row in zip(users, items):
+        assert not set(row[row >= 0]) & set(seen[u].indices)
+
+
+def test_batch_equals_one_by_one(fitted, group_data):
+    _, model = fitted
+    data, _, _ = group_data
+    users = np.arange(data.n_users)
+    batch_items, batch_scores = model.recommend(users, 5, exclude=data.seen())
+    for u in users[:10]:
+        items, scores = model.recommend(np.array([u]), 5, exclude=data.seen())
+        np.testing.assert_array_equal(items[0], batch_items[u])
+        np.testing.assert_allclose(scores[0], batch_scores[u], rtol=1e-5)
+
+
+def test_save_load_same_recommendations(fitted, group_data, tmp_path):
+    name, model = fitted
+    data, _, _ = group_data
+    model.save(tmp_path / name)
+    loaded = get_model_class(name).load(tmp_path / name)
+    users = np.arange(data.n_users)
+    a, sa = model.recommend(users, 5, exclude=data.seen())
+    b, sb = loaded.recommend(users, 5, exclude=data.seen())
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, rtol=1e-5)
+
+
+def test_candidates_restrict_ranking(fitted, group_data):
+    _, model = fitted
+    data, _, _ = group_data
+    candidates = np.array([1, 7, 13, 19])
+    items, _ = model.recommend(np.arange(data.n_users), 3, candidates=candidates)
+    assert set(items.ravel()) <= set(candidates)
+
+
+def test_short_candidate_list_pads_with_minus_one(fitted):
+    _, model = fitted
+    items, scores = model.recommend(np.array([0]), 4, candidates=np.array([2, 3]))
+    assert list(items[0, 2:]) == [-1, -1] and np.isneginf(scores[0, 2:]).all()
+
+
+def test_k_must_be_positive(fitted):
+    _, model = fitted
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        model.recommend(np.array([0]), 0)
+
+
+def test_ncf_recovers_held_out_item(group_data):
+    data, content, held_out = group_data
+    model = _fit("ncf", data, content)
+    users = np.arange(data.n_users)
+    items, _ = model.recommend(users, 1, exclude=data.seen())
+    hits = np.mean([items[u, 0] == held_out[u] for u in users])
+    assert hits >= 0.9, hits
+
+
+def test_popularity_known_answer():
+    frame = pl.DataFrame({
+        Columns.USER: ["a", "b", "c", "a", "b", "a"],
+        Columns.ITEM: ["x", "x", "x", "y", "y", "z"],
+        Columns.TIMESTAMP: [1, 2, 3, 4, 5, 6],
+        Columns.EVENT: ["view"] * 6,
+        Columns.VALUE: [1.0] * 6,
+    })
+    data = InteractionData.build(frame, IdMap(["w", "x", "y", "z"]))
+    model = PopularityModel().fit(data)
+    items, scores = model.recommend(np.array([2]), 3)
+    assert data.items.to_external(items[0]) == ["x", "y", "z"]
+    np.testing.assert_array_equal(scores[0], [3, 2, 1])
+    items, _ = model.recommend(np.array([0]), 2, exclude=data.seen())  # user a saw x, y, z
+    assert data.items.to_external(items[0][:1]) == ["w"]
+
+
+def test_ncf_recommends_cold_items_through_content():
+    """Items with no interactions at all get ranked for the users of their content group."""
+    data, content, _ = _group_data(cold_items_per_group=2)
+    model = _fit("ncf", data, content)
+    n_per = ITEMS_PER_GROUP + 2
+    cold = np.array([g * n_per + ITEMS_PER_GROUP + c for g in range(N_GROUPS) for c in range(2)])
+    users = np.arange(data.n_users)
+    items, _ = model.recommend(users, 2, candidates=cold)
+    user_group = users // USERS_PER_GROUP
+    rec_group = items[:, 0] // n_per
+    assert np.mean(rec_group == user_group) >= 0.9
+
+
+def test_ncf_is_deterministic(group_data):
+    data, content, _ = group_data
+    a = _fit("ncf", data, content).recommend(np.arange(10), 5)
+    b = _fit("ncf", data, content).recommend(np.arange(10), 5)
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_fit_rejects_misshapen_vectors(group_data):
+    data, content, _ = group_data
+    with pytest.raises(ValueError, match="one row per catalog item"):
+        NCFModel(NCFConfig(progress=False)).fit(data, content[:-1])
+
+
+def test_unknown_config_key_is_an_error():
+    with pytest.raises(ValueError, match="extra"):
+        NCFConfig.model_validate({"dimm": 3})
+
+
+def test_unknown_model_names_allowed():
+    with pytest.raises(ValueError, match="ncf, popularity"):
+        get_model_class("bert4rec")

@@ -1,0 +1,197 @@
+"""One interface for every recommender model.
+
+Models work on internal contiguous ids only (see ``training.data.IdMap``); external
+string ids live at the edges (``serving``, ``services``). A model is fitted on an
+``InteractionData`` whose item index is the whole catalog, so items with no
+interactions still have a row and, for content-aware models, a score.
+
+Public methods validate and delegate to private ``_fit`` / ``_score`` (the RecTools
+pattern). A model saves to a directory as ``config.json`` (its pydantic config, JSON
+round-trip) and ``weights.safetensors``; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from pydantic import BaseModel, ConfigDict
+from safetensors.torch import load_file, save_file
+
+from training.data import InteractionData
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+class ModelConfig(BaseModel):
+    """Base of every model's config: unknown keys are an error, JSON round-trips."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NotFittedError(RuntimeError):
+    """Raised when a model is used before ``fit`` or ``load``."""
+
+
+class Recommender(ABC):
+    """Base class: ``fit`` returns self; ``score`` and ``recommend`` work on internal ids.
+
+    Capability flags tell callers what the model can do:
+    ``recommends_for_cold_items`` (items without training interactions get meaningful
+    scores, e.g. through content) and ``recommends_for_cold_users``.
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[ModelConfig]]
+    recommends_for_cold_items: ClassVar[bool] = False
+    recommends_for_cold_users: ClassVar[bool] = False
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
+        self.n_users = 0
+        self.n_items = 0
+        self.is_fitted = False
+
+    # ----------------------------------------------------------------- fitting
+    def fit(self, data: InteractionData, item_vectors: np.ndarray | None = None) -> Self:
+        """Fit on ``data``; ``item_vectors`` is float32 ``[data.n_items, d]`` content (optional).
+
+        Raises ValueError on empty data or vectors whose shape does not match the catalog.
+        """
+        if data.interactions.height == 0:
+            raise ValueError(f"{self.name}: no interactions to fit on")
+        if item_vectors is not None:
+            item_vectors = np.asarray(item_vectors, dtype=np.float32)
+            if item_vectors.ndim != 2 or item_vectors.shape[0] != data.n_items:
+                raise ValueError(
+                    f"{self.name}: item vectors have shape {item_vectors.shape}, "
+                    f"expected [{data.n_items}, d] (one row per catalog item)"
+                )
+            if not np.isfinite(item_vectors).all():
+                raise ValueError(f"{self.name}: item vectors contain NaN or inf")
+        self.n_users, self.n_items = data.n_users, data.n_items
+        self._fit(data, item_vectors)
+        self.is_fitted = True
+        return self
+
+    @abstractmethod
+    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None: ...
+
+    # ----------------------------------------------------------------- scoring
+    def score(self, user_idx: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
+        """Scores float32 ``[len(user_idx), n_items]`` (or ``[len(user_idx), len(item_idx)]``).
+
+        Higher is better. ``user_idx`` are internal user ids in ``[0, n_users)``.
+        """
+        self._check_fitted()
+        users = np.asarray(user_idx, dtype=np.int64)
+        if users.size and (users.min() < 0 or users.max() >= self.n_users):
+            raise IndexError(f"{self.name}: user index out of range [0, {self.n_users})")
+        items = None if item_idx is None else np.asarray(item_idx, dtype=np.int64)
+        return self._score(users, items)
+
+    @abstractmethod
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray: ...
+
+    def recommend(
+        self,
+        user_idx: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+        candidates: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items for each user, best first.
+
+        Args:
+            user_idx: int ``[n]`` internal user ids.
+            k: list length, >= 1.
+            exclude: optional csr ``[n_users, n_items]``; non-zeros are never recommended.
+            candidates: optional int ``[m]`` item ids; rank only among them.
+        Returns:
+            ``(items, scores)``, int64 and float32 ``[n, k]``; where fewer than k items
+            are allowed, the tail is padded with item -1 and score -inf.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        users = np.asarray(user_idx, dtype=np.int64)
+        scores = self.score(users, candidates).astype(np.float32, copy=True)
+        item_ids = (
+            np.arange(self.n_items, dtype=np.int64)
+            if candidates is None
+            else np.asarray(candidates, dtype=np.int64)
+        )
+        if exclude is not None:
+            seen = exclude[users][:, item_ids] if candidates is not None else exclude[users]
+            seen = seen.tocoo()
+            scores[seen.row, seen.col] = -np.inf
+        return top_k(scores, k, item_ids)
+
+    # --------------------------------------------------------------- save/load
+    def save(self, directory: Path) -> None:
+        """Write ``config.json`` and ``weights.safetensors`` into ``directory``."""
+        self._check_fitted()
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"model": self.name, "n_users": self.n_users, "n_items": self.n_items,
+                "config": self.config.model_dump(mode="json")}
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        save_file({k: v.contiguous() for k, v in self._state().items()}, directory / WEIGHTS_FILE)
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Inverse of ``save``; the config is validated (unknown keys are an error)."""
+        meta = json.loads((directory / CONFIG_FILE).read_text())
+        if meta.get("model") != cls.name:
+            raise ValueError(f"{directory / CONFIG_FILE}: holds model {meta.get('model')!r}, not {cls.name!r}")
+        model = cls(cls.config_class.model_validate(meta["config"]))
+        model.n_users, model.n_items = int(meta["n_users"]), int(meta["n_items"])
+        model._load_state(load_file(directory / WEIGHTS_FILE))
+        model.is_fitted = True
+        return model
+
+    @abstractmethod
+    def _state(self) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None: ...
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{self.name}: call fit() or load() first")
+
+
+def top_k(scores: np.ndarray, k: int, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-k of ``scores`` ``[n, m]``; columns map to ``item_ids`` ``[m]``.
+
+    Returns int64 items and float32 scores ``[n, k]`` best first; -inf scores become
+    item -1 (not recommendable); ties are broken by lower column index.
+    """
+    n, m = scores.shape
+    kk = min(k, m)
+    if kk == 0:
+        return np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32)
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < m else np.tile(np.arange(m), (n, 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    # stable order: by score desc, then column asc
+    order = np.lexsort((part, -part_scores), axis=1)
+    cols = np.take_along_axis(part, order, axis=1)
+    top_scores = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
+    items = item_ids[cols]
+    items[~np.isfinite(top_scores)] = -1
+    if kk < k:
+        items = np.pad(items, ((0, 0), (0, k - kk)), constant_values=-1)
+        top_scores = np.pad(top_scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+    return items, top_scores
+
+
+def config_from_dict(config_class: type[ModelConfig], values: dict[str, Any] | None) -> ModelConfig:
+    """Build a config from overrides, naming the allowed keys on error."""
+    return config_class.model_validate(values or {})

@@ -1,0 +1,40 @@
+"""Popularity: every user gets the most-interacted items. The baseline and the fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from training.data import InteractionData
+from training.models.base import ModelConfig, Recommender
+
+
+class PopularityConfig(ModelConfig):
+    """``count="users"`` counts distinct users per item; ``"events"`` counts every event."""
+
+    count: str = "users"
+
+
+class PopularityModel(Recommender):
+    """Scores an item by how many users interacted with it in training (same for all users)."""
+
+    name = "popularity"
+    config_class = PopularityConfig
+    recommends_for_cold_users = True
+
+    config: PopularityConfig
+
+    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
+        matrix = data.matrix(binary=self.config.count == "users")
+        counts = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float32)
+        self.item_scores = counts
+
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
+        row = self.item_scores if item_idx is None else self.item_scores[item_idx]
+        return np.broadcast_to(row, (len(user_idx), row.shape[0]))
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {"item_scores": torch.from_numpy(self.item_scores)}
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.item_scores = state["item_scores"].numpy()

@@ -1,0 +1,122 @@
+"""Fit a model on interactions (+ item vectors) and write its files into an artifact dir.
+
+Layout written into ``out_dir`` (a staging directory; ``training.artifacts`` publishes it):
+
+    model/config.json, model/weights.safetensors   the ranked model
+    fallback/config.json, fallback/weights.safetensors   popularity, for unknown users
+    items.json, users.json                          IdMaps (external ids, index = internal id)
+    seen.safetensors                                training interactions, CSR (indptr, indices)
+    training.json                                   what was fitted, how long it took
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file, save_file
+
+from embeddings.vectors import ItemVectors
+from training.data import Columns, IdMap, InteractionData
+from training.models import PopularityModel, Recommender, get_model_class
+
+logger = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+FALLBACK_DIR = "fallback"
+ITEMS_FILE = "items.json"
+USERS_FILE = "users.json"
+SEEN_FILE = "seen.safetensors"
+TRAINING_FILE = "training.json"
+
+
+def align_vectors(items: IdMap, vectors: ItemVectors) -> np.ndarray:
+    """Item vectors float32 ``[len(items), d]`` in catalog order; items without a vector get zeros."""
+    matrix = np.zeros((len(items), vectors.fused.shape[1]), dtype=np.float32)
+    idx = items.to_internal(vectors.item_ids, missing="ignore")
+    ok = idx >= 0
+    matrix[idx[ok]] = vectors.fused[ok]
+    missing = len(items) - int(ok.sum())
+    if missing:
+        logger.warning("%d catalog items have no vector in the vectors file; they get zero content", missing)
+    return matrix
+
+
+def fit_model(
+    catalog: pl.DataFrame,
+    interactions: pl.DataFrame,
+    vectors: ItemVectors | None = None,
+    model: str = "ncf",
+    config: dict[str, Any] | None = None,
+) -> tuple[Recommender, InteractionData]:
+    """Fit ``model`` on validated frames; returns the fitted model and its indexed data."""
+    model_class = get_model_class(model)
+    items = IdMap(catalog[Columns.ITEM].to_list())
+    data = InteractionData.build(interactions, items)
+    content = align_vectors(items, vectors) if vectors is not None else None
+    recommender = model_class(model_class.config_class.model_validate(config or {}))
+    recommender.fit(data, content)
+    return recommender, data
+
+
+def write_model_dir(out_dir: Path, recommender: Recommender, data: InteractionData, fit_seconds: float) -> dict[str, Any]:
+    """Write a fitted model and what serving needs beside it; returns manifest fields."""
+    recommender.save(out_dir / MODEL_DIR)
+    PopularityModel().fit(data).save(out_dir / FALLBACK_DIR)
+    data.items.save(out_dir / ITEMS_FILE)
+    data.users.save(out_dir / USERS_FILE)
+    save_seen(out_dir / SEEN_FILE, data.seen())
+    info = {
+        "model": recommender.name,
+        "config": recommender.config.model_dump(mode="json"),
+        "n_users": data.n_users,
+        "n_items": data.n_items,
+        "n_interactions": data.interactions.height,
+        "fit_seconds": round(fit_seconds, 3),
+    }
+    (out_dir / TRAINING_FILE).write_text(json.dumps(info, indent=2))
+    return info
+
+
+def train_into(
+    out_dir: Path,
+    catalog: pl.DataFrame,
+    interactions: pl.DataFrame,
+    vectors: ItemVectors | None = None,
+    model: str = "ncf",
+    config: dict[str, Any] | None = None,
+) -> tuple[Recommender, dict[str, Any]]:
+    """Fit and write everything but the index into ``out_dir``; returns (model, manifest fields)."""
+    start = time.perf_counter()
+    recommender, data = fit_model(catalog, interactions, vectors, model, config)
+    info = write_model_dir(out_dir, recommender, data, time.perf_counter() - start)
+    logger.info("trained %s on %d interactions in %.1fs", model, info["n_interactions"], info["fit_seconds"])
+    return recommender, info
+
+
+def save_seen(path: Path, matrix: sp.csr_matrix) -> None:
+    """Store a binary CSR ``[n_users, n_items]`` as safetensors (indptr, indices, shape)."""
+    m = matrix.tocsr()
+    save_file(
+        {
+            "indptr": torch.from_numpy(m.indptr.astype(np.int64)),
+            "indices": torch.from_numpy(m.indices.astype(np.int64)),
+            "shape": torch.tensor(m.shape, dtype=torch.int64),
+        },
+        path,
+    )
+
+
+def load_seen(path: Path) -> sp.csr_matrix:
+    """Inverse of ``save_seen``: float32 CSR of ones."""
+    t = load_file(path)
+    indices = t["indices"].numpy()
+    shape = tuple(int(x) for x in t["shape"].tolist())
+    return sp.csr_matrix((np.ones(len(indices), np.float32), indices, t["indptr"].numpy()), shape=shape)
