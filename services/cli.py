@@ -65,7 +65,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "urllib3", "filelock", "transformers", "huggingface_hub"):
+    for noisy in ("httpx", "urllib3", "filelock", "transformers", "huggingface_hub", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from embeddings.vectors import embed_catalog, load_item_vectors
 from serving.recommender import ServedModel
-from services.batch_scoring import write_parquet_atomic
+from services.files import write_parquet_atomic
 from services.demo_catalog import generate_demo
 from services.jobs import evaluate_job, metrics_table, train_job
 from training.artifacts import write_json_atomic
@@ -65,7 +65,8 @@ def run_demo(out: Path, n_items: int = 2000, n_users: int = 1000, seed: int = 0,
     vectors_path = embed_catalog(catalog, out / "vectors.parquet")
     vectors = load_item_vectors(vectors_path)
     encoders = ", ".join(f"{m}: {e['name']} ({e['dim']}-d)" for m, e in (vectors.manifest.get("encoders") or {}).items())
-    console.print(f"{len(vectors.item_ids)} items -> {vectors.fused.shape[1]}-d fused vectors [{encoders}]")
+    console.print(f"{len(vectors.item_ids)} items -> {vectors.fused.shape[1]}-d fused vectors ({encoders})",
+                  markup=False)
 
     console.rule("[bold]3/5 temporal split (each user's last 20% of events to test)")
     train, test = temporal_split(interactions, test_fraction=0.2)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from services.batch_scoring import write_parquet_atomic
+from services.files import write_parquet_atomic
 from training.data import Columns, DataError
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SMALL_ITEMS = 160
-SMALL_USERS = 90
+SMALL_ITEMS = 480
+SMALL_USERS = 200
 TEST_NCF_CONFIG = {"epochs": 15, "progress": False}
 
 
@@ -37,7 +37,7 @@ class World:
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     from embeddings.vectors import embed_catalog
-    from services.batch_scoring import write_parquet_atomic
+    from services.files import write_parquet_atomic
     from services.demo_catalog import generate_demo
     from services.jobs import train_job
     from training.data import load_catalog, load_interactions
