@@ -75,14 +75,14 @@ def _orient(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _resample(x: np.ndarray, sr: int) -> np.ndarray:
-    """Polyphase resampling of mono float32 ``x`` from ``sr`` to 16 kHz."""
-    if sr == SAMPLE_RATE:
+def _resample(x: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:
+    """Polyphase resampling of mono float32 ``x`` from ``sr`` to ``target`` Hz (default 16 kHz)."""
+    if sr == target:
         return x
     from scipy.signal import resample_poly
 
-    g = gcd(int(sr), SAMPLE_RATE)
-    return resample_poly(x, SAMPLE_RATE // g, int(sr) // g).astype(np.float32, copy=False)
+    g = gcd(int(sr), int(target))
+    return resample_poly(x, int(target) // g, int(sr) // g).astype(np.float32, copy=False)
 
 
 def _segment_bounds(n: int, sr: int, max_seconds: float, n_segments: int) -> list[tuple[int, int]]:
@@ -129,8 +129,9 @@ def _read_file(path: Path, max_seconds: float, n_segments: int) -> tuple[list[np
     return [_to_float_mono(np.array(data[a:b])) for a, b in bounds], int(sr)
 
 
-def load_audio(item: Any, max_seconds: float = 30.0, n_segments: int = 10) -> list[np.ndarray]:
-    """Read one input as a list of mono float32 segments at 16 kHz.
+def load_audio(item: Any, max_seconds: float = 30.0, n_segments: int = 10,
+               sample_rate: int = SAMPLE_RATE) -> list[np.ndarray]:
+    """Read one input as a list of mono float32 segments at ``sample_rate`` Hz (default 16 kHz).
 
     ``item`` is a path or an ``(array, sample_rate)`` tuple with array ``[n]``,
     ``[n, channels]`` (or ``[channels, n]`` for <= 8 channels). Inputs longer
@@ -152,7 +153,9 @@ def load_audio(item: Any, max_seconds: float = 30.0, n_segments: int = 10) -> li
                         "give a path or an (array, sample_rate) tuple")
     if rate <= 0:
         raise ValueError(f"invalid sample rate {rate}")
-    segments = [_resample(s, rate) for s in segments if s.size]
+    if sample_rate <= 0:
+        raise ValueError(f"target sample rate must be positive, got {sample_rate}")
+    segments = [_resample(s, rate, sample_rate) for s in segments if s.size]
     if not segments:
         raise ValueError("audio is empty")
     return segments

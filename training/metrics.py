@@ -75,8 +75,13 @@ def _mean_over_users(
 def recall_at_k(
     recommended: Sequence[Sequence[Any]], relevant: Sequence[Collection[Any]], k: int
 ) -> float:
-    """Mean of ``|top_k ∩ rel| / |rel|``."""
-    return _mean_over_users(recommended, relevant, k, lambda h, r: h.sum() / r)
+    """Mean of ``|top_k ∩ rel| / min(|rel|, k)``.
+
+    The denominator is capped at k (as in Steck's EASE and Liang et al.'s VAE-CF
+    evaluations), so a perfect top-k list scores 1 even when a user has more than k
+    relevant items.
+    """
+    return _mean_over_users(recommended, relevant, k, lambda h, r: h.sum() / min(r, k))
 
 
 def precision_at_k(

@@ -53,7 +53,7 @@ def test_known_answers() -> None:
 
 def test_single_user_cases() -> None:
     # k = 1: u1's top1 is a hit
-    assert recall_at_k([REC[0]], [REL[0]], 1) == pytest.approx(1 / 3)
+    assert recall_at_k([REC[0]], [REL[0]], 1) == pytest.approx(1.0)  # 1 hit / min(3 relevant, k=1)
     assert ndcg_at_k([REC[0]], [REL[0]], 1) == pytest.approx(1.0)
     assert map_at_k([REC[0]], [REL[0]], 1) == pytest.approx(1.0)  # (1/min(3,1)) * 1
     # k larger than the list: missing slots are misses, precision still divides by k

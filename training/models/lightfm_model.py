@@ -1,0 +1,213 @@
+"""LightFM (Kula 2015): factorisation with WARP loss, pure or hybrid with item features.
+
+* ``features="none"``: plain matrix factorisation; each item is its own (identity)
+  feature. Trained on every catalog column, so items without interactions are only
+  ever sampled as negatives; they get no meaningful score.
+* ``features="vectors"``: hybrid. The item vectors passed to ``fit(data, item_vectors)``
+  (pre-trained encoder vectors, or any content matrix such as multi-hot genres) are
+  row-normalised (L2; zero rows stay zero) and appended to the identity features, so
+  an item's embedding is ``e_id + sum_f v_f * e_f``. Warm items (>= 1 training
+  interaction) keep their own identity embedding; cold items get the content part
+  only (their identity feature is dropped). Training uses the warm items' columns
+  only, so cold items are never sampled as WARP negatives (which would push down
+  the content features they share with warm items). ``recommends_for_cold_items``
+  is True on such an instance only.
+
+Serving does not need LightFM or pickle: the learned arrays (``user_embeddings``,
+``user_biases``, ``item_embeddings`` and ``item_biases`` per feature) and the item
+feature matrix (CSR) are saved in safetensors, and scores are recomputed in numpy::
+
+    score(u, i) = user_embeddings[u] . (F[i] @ item_embeddings) + F[i] @ item_biases + user_biases[u]
+
+Determinism: given ``seed`` the initialisation and the epoch shuffles are fixed, but
+LightFM's Hogwild SGD with ``num_threads > 1`` is not reproducible run to run. Use
+``num_threads=1`` where bit-for-bit repeats matter.
+
+Optional early stopping (``val_fraction > 0``): train on a per-user temporal split of
+the training data, keep the epoch with the best validation NDCG@10 (patience
+``patience``), then refit on all of it for that many epochs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+from pydantic import Field
+
+from training.data import InteractionData
+from training.models.base import ModelConfig, Recommender
+from training.models.ease import holdout_ndcg
+from training.splits import temporal_split
+
+logger = logging.getLogger(__name__)
+
+
+class LightFMConfig(ModelConfig):
+    """Hyper-parameters (LightFM's names). ``features="vectors"`` selects the hybrid model."""
+
+    no_components: int = Field(default=64, ge=1)
+    loss: Literal["warp", "bpr", "warp-kos", "logistic"] = "warp"
+    learning_schedule: Literal["adagrad", "adadelta"] = "adagrad"
+    epochs: int = Field(default=30, ge=1)
+    learning_rate: float = Field(default=0.05, gt=0)
+    item_alpha: float = Field(default=0.0, ge=0)
+    user_alpha: float = Field(default=0.0, ge=0)
+    max_sampled: int = Field(default=10, ge=1)
+    features: Literal["none", "vectors"] = "none"
+    val_fraction: float = Field(default=0.0, ge=0, lt=1)
+    patience: int = Field(default=3, ge=1)
+    num_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    seed: int = 0
+
+
+class _ColdItemsFlag:
+    """``recommends_for_cold_items``: True on a hybrid instance; False on the class (unknown)."""
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> bool:
+        return obj is not None and obj.config.features == "vectors"
+
+
+def normalise_rows(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalise rows of float32 ``[n, d]``; all-zero rows stay zero."""
+    v = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+
+
+class LightFMModel(Recommender):
+    """LightFM WARP; hybrid (identity + content features) with ``features="vectors"``."""
+
+    name = "lightfm"
+    config_class = LightFMConfig
+    recommends_for_cold_items = _ColdItemsFlag()  # type: ignore[assignment]
+
+    config: LightFMConfig
+
+    def __init__(self, config: LightFMConfig | None = None) -> None:
+        super().__init__(config)
+        self.params: dict[str, np.ndarray] = {}
+        self.item_features: sp.csr_matrix | None = None  # [n_items, n_features]
+        self._item_repr: np.ndarray | None = None
+        self._item_bias: np.ndarray | None = None
+        self.best_epoch_: int | None = None
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
+        cfg = self.config
+        content = None
+        if cfg.features == "vectors":
+            if item_vectors is None:
+                raise ValueError("lightfm: features='vectors' needs item_vectors passed to fit(data, item_vectors)")
+            content = normalise_rows(item_vectors)
+        epochs = cfg.epochs
+        if cfg.val_fraction > 0:
+            fit_part, val_part = temporal_split(data.interactions, test_fraction=cfg.val_fraction)
+            if val_part.height > 0:
+                fit_data = InteractionData.build(fit_part, data.items, users=data.users)
+                epochs = self._train(fit_data, content, cfg.epochs, val=val_part)
+                logger.info("lightfm: best validation epoch %d of %d", epochs, cfg.epochs)
+        self.best_epoch_ = epochs
+        self._train(data, content, epochs, val=None)
+
+    def _train(self, data: InteractionData, content: np.ndarray | None, epochs: int, val: pl.DataFrame | None) -> int:
+        """Fit a fresh LightFM for up to ``epochs``; sets the scoring arrays; returns the epochs used."""
+        from lightfm import LightFM  # the compiled extension is only needed for fitting
+
+        cfg = self.config
+        matrix = data.matrix(binary=True)
+        n_items = data.n_items
+        if content is not None:
+            warm = np.flatnonzero(np.asarray(matrix.sum(axis=0)).ravel() > 0)
+            identity = sp.csr_matrix(
+                (np.ones(len(warm), np.float32), (warm, np.arange(len(warm)))), shape=(n_items, len(warm))
+            )
+            full = sp.hstack([identity, sp.csr_matrix(content)], format="csr", dtype=np.float32)
+            train_features = full[warm]
+            interactions = matrix[:, warm].tocoo()
+        else:
+            full = sp.identity(n_items, dtype=np.float32, format="csr")
+            train_features = None
+            interactions = matrix.tocoo()
+        model = LightFM(
+            no_components=cfg.no_components, loss=cfg.loss, learning_schedule=cfg.learning_schedule,
+            learning_rate=cfg.learning_rate, item_alpha=cfg.item_alpha, user_alpha=cfg.user_alpha,
+            max_sampled=cfg.max_sampled, random_state=np.random.RandomState(cfg.seed),
+        )
+        best: tuple[float, int, dict[str, np.ndarray] | None] = (-1.0, 0, None)
+        bad = 0
+        for epoch in range(1, epochs + 1):
+            model.fit_partial(interactions, item_features=train_features, epochs=1, num_threads=cfg.num_threads)
+            if val is None:
+                continue
+            self._set_params(_params_of(model), full)
+            score = holdout_ndcg(lambda users: self._score(users, None), data, val, k=10)
+            logger.info("lightfm: epoch %d validation NDCG@10=%.4f", epoch, score)
+            if score > best[0]:
+                best, bad = (score, epoch, _params_of(model)), 0
+            else:
+                bad += 1
+                if bad >= cfg.patience:
+                    break
+        if val is not None and best[2] is not None:
+            self._set_params(best[2], full)
+            return best[1]
+        self._set_params(_params_of(model), full)
+        return epochs
+
+    # -------------------------------------------------------------- scoring
+    def _set_params(self, params: dict[str, np.ndarray], features: sp.csr_matrix) -> None:
+        self.params = params
+        self.item_features = features.tocsr()
+        self._item_repr = np.asarray(self.item_features @ params["item_embeddings"], dtype=np.float32)
+        self._item_bias = np.asarray(self.item_features @ params["item_biases"], dtype=np.float32).ravel()
+
+    def item_representations(self) -> np.ndarray:
+        """Item representations float32 ``[n_items, no_components]`` (feature sums)."""
+        self._check_fitted()
+        assert self._item_repr is not None
+        return self._item_repr
+
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
+        assert self._item_repr is not None and self._item_bias is not None
+        items = self._item_repr if item_idx is None else self._item_repr[item_idx]
+        bias = self._item_bias if item_idx is None else self._item_bias[item_idx]
+        users = self.params["user_embeddings"][user_idx]
+        out = users @ items.T
+        out += bias[None, :]
+        out += self.params["user_biases"][user_idx][:, None]
+        return out.astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------ save/load
+    def _state(self) -> dict[str, torch.Tensor]:
+        assert self.item_features is not None
+        f = self.item_features
+        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.params.items()}
+        state.update({
+            "features_indptr": torch.from_numpy(f.indptr.astype(np.int64)),
+            "features_indices": torch.from_numpy(f.indices.astype(np.int64)),
+            "features_data": torch.from_numpy(f.data.astype(np.float32)),
+            "features_shape": torch.tensor(f.shape, dtype=torch.int64),
+        })
+        return state
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        shape = tuple(int(v) for v in state["features_shape"])
+        features = sp.csr_matrix(
+            (state["features_data"].numpy(), state["features_indices"].numpy(), state["features_indptr"].numpy()),
+            shape=shape,
+        )
+        self._set_params({k: state[k].numpy() for k in _PARAMS}, features)
+
+
+_PARAMS = ("user_embeddings", "user_biases", "item_embeddings", "item_biases")
+
+
+def _params_of(model: Any) -> dict[str, np.ndarray]:
+    """Copies of a fitted LightFM's learned arrays (float32)."""
+    return {k: np.array(getattr(model, k), dtype=np.float32, copy=True) for k in _PARAMS}
