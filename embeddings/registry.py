@@ -45,6 +45,13 @@ def _minilm() -> Encoder:
     return TextEncoder(name="minilm")
 
 
+def _minilm_int8() -> Encoder:
+    """MiniLM with int8 Linear layers; stays fp32 (with a warning) if cosine to fp32 < 0.99."""
+    from embeddings.text import minilm_int8
+
+    return minilm_int8()
+
+
 def _efficientnet_lite0() -> Encoder:
     from embeddings.image import ImageEncoder
 
@@ -62,6 +69,7 @@ def _crepe(capacity: str) -> Callable[[], Encoder]:
 
 _BUILDERS: dict[str, tuple[Modality, Callable[[], Encoder]]] = {
     "minilm": ("text", _minilm),
+    "minilm-int8": ("text", _minilm_int8),
     "efficientnet-lite0": ("image", _efficientnet_lite0),
     "crepe-tiny": ("audio", _crepe("tiny")),
     "crepe-full": ("audio", _crepe("full")),

@@ -5,17 +5,26 @@ File layout (see DESIGN.md, "item vectors"):
 * ``<out>.parquet``: ``item_id`` (string), one ``list<float32>`` column per
   modality used (``text``, ``image``, ``audio``; null where the item has no
   input or its input failed) and ``fused`` (never null; all zeros for an
-  item with no modality).
+  item with no modality). Row groups hold at most ``ROW_GROUP_ROWS`` rows, so
+  a reader (or an incremental re-run) can fetch part of the file.
 * ``<out stem>.manifest.json`` (``vectors.parquet`` -> ``vectors.manifest.json``):
   encoders (model cards: name, version, dim ...), fused dim and weights,
   per-item content hash per modality (sha256 of the text / file bytes),
-  failures with item ids, and the sha256 of the Parquet file.
+  failures with item ids (and, under ``failure_reasons``, the reason per
+  item), counts of embedded / reused / missing inputs, and the sha256 of the
+  Parquet file.
 
 Both files are written atomically (temp file in the same directory, fsync,
 ``os.replace``); on any error no partial file remains and an existing output
 is left untouched. Re-running on an existing output reuses vectors whose
 content hash and encoder version are unchanged, so only changed items are
 embedded again.
+
+Two drivers share the pieces below: :func:`embed_catalog` (in process, for
+small catalogs) and ``embeddings.batch.embed_catalog_ray`` (a Ray Data job).
+Both run :func:`embed_rows` on batches of catalog rows, look previous vectors
+up with :class:`PreviousVectors`, and write through :class:`VectorsFileWriter`
+with a manifest from :class:`ManifestBuilder`, so their outputs are identical.
 """
 
 from __future__ import annotations
@@ -26,16 +35,16 @@ import json
 import logging
 import os
 import tempfile
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from embeddings.base import MODALITIES, Modality, file_sha256
+from embeddings.base import MODALITIES, Encoder, Modality, file_sha256
 from embeddings.fusion import fuse, fused_dim
 
 logger = logging.getLogger(__name__)
@@ -46,6 +55,25 @@ ID_COL = "item_id"
 FUSED_COL = "fused"
 PATH_COLS: dict[Modality, str] = {"image": "image_path", "audio": "audio_path"}
 TEXT_COLS = ("title", "description")
+#: Catalog columns the embedding job reads (any others are metadata and ignored).
+CATALOG_COLS = (ID_COL, *TEXT_COLS, *PATH_COLS.values())
+#: Largest row group written; bounds the memory of readers that fetch part of a file.
+ROW_GROUP_ROWS = 1024
+
+# Bookkeeping columns of an embedded batch (see ``embed_rows``); never written to the vectors file.
+NO_INPUT, EMBEDDED, REUSED, FAILED = 0, 1, 2, 3
+
+
+def hash_col(modality: str) -> str:
+    return f"__hash_{modality}"
+
+
+def state_col(modality: str) -> str:
+    return f"__state_{modality}"
+
+
+def error_col(modality: str) -> str:
+    return f"__error_{modality}"
 
 
 @dataclass
@@ -80,6 +108,35 @@ def manifest_path(out_path: str | Path) -> Path:
 
 # ---------------------------------------------------------------------------
 # inputs
+
+
+def check_out_path(out_path: str | Path) -> Path:
+    """The output path as a ``Path``; ``ValueError`` if it is a directory or its folder is missing."""
+    out_path = Path(out_path)
+    if out_path.is_dir():
+        raise ValueError(f"output path {out_path} is a directory; give a .parquet file path")
+    if not out_path.parent.is_dir():
+        raise ValueError(f"output directory {out_path.parent} does not exist")
+    return out_path
+
+
+def resolve_encoders(text: str | None, image: str | None, audio: str | None) -> dict[Modality, str]:
+    """Modality -> canonical registry name for the requested encoders (``None`` = skip).
+
+    Raises ``ValueError`` for unknown names (listing the allowed ones) or an
+    encoder given for the wrong modality. Loads no model.
+    """
+    from embeddings.registry import canonical_name, modality_of
+
+    requested: dict[Modality, str | None] = {"text": text, "image": image, "audio": audio}
+    names: dict[Modality, str] = {}
+    for modality, name in requested.items():
+        if name is None:
+            continue
+        if modality_of(name) != modality:
+            raise ValueError(f"encoder {name!r} is for {modality_of(name)}, not {modality}")
+        names[modality] = canonical_name(name)
+    return names
 
 
 def _validate_catalog(catalog: pl.DataFrame) -> list[str]:
@@ -144,41 +201,308 @@ def _path_hash(path: Path) -> str | None:
         return None  # the encoder reports the failure
 
 
+def _inputs(rows: pl.DataFrame, modality: Modality, base_dir: Path | None) -> list[Any]:
+    """The encoder input per row for ``modality`` (None where the row has none)."""
+    return _texts(rows) if modality == "text" else _paths(rows, PATH_COLS[modality], base_dir)
+
+
+def has_input(rows: pl.DataFrame, modality: Modality) -> bool:
+    """Whether any row has an input for ``modality`` (non-empty text / path)."""
+    return any(v is not None for v in _inputs(rows, modality, None))
+
+
 # ---------------------------------------------------------------------------
 # previous output (incremental re-runs)
 
 
-def _previous(out_path: Path) -> ItemVectors | None:
-    if not out_path.exists():
-        return None
-    try:
-        return load_item_vectors(out_path)
-    except ValueError as exc:
-        logger.warning("ignoring existing %s for reuse: %s", out_path, exc)
-        return None
+class PreviousVectors:
+    """Index of an existing vectors file, to reuse vectors whose input is unchanged.
 
+    Holds the item ids, their row groups, the per-item content hashes and the
+    encoder versions from the manifest; vectors are read from the Parquet file
+    only when asked for, one row group at a time (a small cache keeps the last
+    few). Picklable (the open file and caches are not sent), so a Ray job can
+    ship one index to all its actors.
+    """
 
-def _reusable(prev: ItemVectors | None, modality: str, version: str, item_ids: list[str],
-              hashes: list[str | None]) -> dict[int, np.ndarray]:
-    """Row index -> previous vector, for items whose input and encoder are unchanged."""
-    if prev is None or modality not in prev.blocks:
-        return {}
-    enc = prev.manifest.get("encoders", {}).get(modality, {})
-    if enc.get("version") != version:
-        return {}
-    old_hashes = prev.manifest.get("content_hashes", {}).get(modality, {})
-    old_rows = {iid: i for i, iid in enumerate(prev.item_ids)}
-    block = prev.blocks[modality]
-    reuse: dict[int, np.ndarray] = {}
-    for i, (iid, h) in enumerate(zip(item_ids, hashes)):
-        j = old_rows.get(iid)
-        if h is not None and j is not None and old_hashes.get(iid) == h and not np.isnan(block[j]).any():
-            reuse[i] = block[j]
-    return reuse
+    _CACHE_SIZE = 4
+
+    def __init__(self, path: Path, manifest: dict[str, Any], item_ids: list[str], group_rows: list[int]) -> None:
+        self.path = Path(path)
+        self.versions = {m: e.get("version") for m, e in manifest.get("encoders", {}).items()}
+        self.dims = {m: int(d) for m, d in manifest.get("dims", {}).items()}
+        self.modalities = list(manifest.get("modalities", []))
+        self.hashes: dict[str, dict[str, str | None]] = {
+            m: dict(manifest.get("content_hashes", {}).get(m, {})) for m in self.modalities}
+        self.item_ids = item_ids
+        self.group_starts = np.concatenate([[0], np.cumsum(group_rows)]).astype(np.int64)
+        self._local()
+
+    def _local(self) -> None:
+        self._row_of: dict[str, int] | None = None
+        self._file: Any = None
+        self._cache: dict[tuple[int, str], np.ndarray] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_row_of", "_file", "_cache")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local()
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @classmethod
+    def open(cls, out_path: str | Path) -> PreviousVectors | None:
+        """Index ``out_path`` if it is a valid vectors file; ``None`` (with a WARNING) otherwise."""
+        path = Path(out_path)
+        if not path.exists():
+            return None
+        try:
+            return cls._open(path)
+        except Exception as exc:  # noqa: BLE001 - any problem means: embed everything again
+            logger.warning("ignoring existing %s for reuse: %s", path, _one_line(exc))
+            return None
+
+    @classmethod
+    def _open(cls, path: Path) -> PreviousVectors:
+        import pyarrow.parquet as pq
+
+        manifest = _read_manifest(path)
+        _check_checksum(path, manifest)
+        pf = pq.ParquetFile(path)
+        absent = [c for c in (ID_COL, *manifest.get("modalities", [])) if c not in pf.schema_arrow.names]
+        if absent:
+            raise ValueError(f"item vectors file {path} lacks columns {absent}")
+        ids: list[str] = []
+        rows: list[int] = []
+        for g in range(pf.num_row_groups):
+            col = pf.read_row_group(g, columns=[ID_COL]).column(ID_COL)
+            ids.extend(str(x) for x in col.to_pylist())
+            rows.append(len(col))
+        return cls(path, manifest, ids, rows)
+
+    def lookup(self, modality: str, version: str, item_ids: list[str],
+               hashes: list[str | None]) -> dict[int, np.ndarray]:
+        """Position in ``item_ids`` -> previous vector, for items whose hash and encoder version match.
+
+        Items whose previous vector is null (no input or failed then) are not
+        returned, so they are embedded again.
+        """
+        if modality not in self.modalities or self.versions.get(modality) != version:
+            return {}
+        old_hashes = self.hashes.get(modality, {})
+        if self._row_of is None:
+            self._row_of = {iid: i for i, iid in enumerate(self.item_ids)}
+        wanted: dict[int, list[tuple[int, int]]] = {}
+        for i, (iid, h) in enumerate(zip(item_ids, hashes)):
+            row = self._row_of.get(iid)
+            if h is None or row is None or old_hashes.get(iid) != h:
+                continue
+            group = int(np.searchsorted(self.group_starts, row, side="right") - 1)
+            wanted.setdefault(group, []).append((i, row - int(self.group_starts[group])))
+        out: dict[int, np.ndarray] = {}
+        for group, pairs in wanted.items():
+            block = self._group_block(group, modality)
+            for i, offset in pairs:
+                vec = block[offset]
+                if not np.isnan(vec).any():
+                    out[i] = vec
+        return out
+
+    def _group_block(self, group: int, modality: str) -> np.ndarray:
+        import pyarrow.parquet as pq
+
+        key = (group, modality)
+        if key not in self._cache:
+            if self._file is None:
+                self._file = pq.ParquetFile(self.path)
+            table = self._file.read_row_group(group, columns=[modality])
+            if len(self._cache) >= self._CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = _column_matrix(table, modality, self.dims.get(modality), self.path)
+        return self._cache[key]
 
 
 # ---------------------------------------------------------------------------
-# writing
+# embedding one batch of rows (shared by the in-process and the Ray paths)
+
+
+@contextmanager
+def _captured_warnings() -> Iterator[list[str]]:
+    """Collect WARNING messages logged under ``embeddings`` (encoders name the input and the reason)."""
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if len(messages) < 10_000:
+                with suppress(Exception):
+                    messages.append(record.getMessage())
+
+    handler = _Collect(level=logging.WARNING)
+    root = logging.getLogger("embeddings")
+    root.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        root.removeHandler(handler)
+
+
+def _reason(item: Any, messages: list[str]) -> str:
+    name = str(item)
+    for message in messages:
+        if name in message:
+            return message
+    return "the encoder returned no vector (unreadable or empty input)"
+
+
+def embed_rows(rows: pl.DataFrame, encoders: Mapping[Modality, Encoder], *, base_dir: str | Path | None = None,
+               batch_size: int = 32, weights: dict[str, float] | None = None,
+               previous: PreviousVectors | None = None, progress: bool = False) -> Any:
+    """Embed one batch of catalog rows: the unit of work of both embedding drivers.
+
+    Args:
+        rows: catalog rows (``item_id``, ``title``, ``description``,
+            ``image_path``, ``audio_path``; missing columns mean no input).
+        encoders: modality -> encoder, for the modalities of the output (in
+            ``MODALITIES`` order); each row gets a vector per modality (null
+            without input or on failure) and a fused vector.
+        base_dir: directory relative media paths are relative to.
+        batch_size: items per encoder forward pass.
+        weights: fusion weights (fusion is per row, so batches fuse exactly
+            as a whole catalog would).
+        previous: reuse vectors from a previous output whose content hash and
+            encoder version match; only the other rows are encoded.
+        progress: encoder progress bars.
+
+    Returns:
+        ``pyarrow.Table``: ``item_id``, one ``large_list<float32>`` column per
+        modality, ``fused``, and bookkeeping columns per modality
+        (``hash_col``: content hash, ``state_col``: ``NO_INPUT`` /
+        ``EMBEDDED`` / ``REUSED`` / ``FAILED``, ``error_col``: failure reason)
+        that :class:`ManifestBuilder` turns into the manifest.
+    """
+    import pyarrow as pa
+
+    base = Path(base_dir) if base_dir is not None else None
+    item_ids = rows.get_column(ID_COL).cast(pl.String, strict=False).to_list()
+    n = len(item_ids)
+    blocks: dict[str, np.ndarray] = {}
+    extra: dict[str, Any] = {}
+    for modality in MODALITIES:
+        if modality not in encoders:
+            continue
+        encoder = encoders[modality]
+        card = encoder.card
+        values = _inputs(rows, modality, base)
+        if modality == "text":
+            hashes = [_text_hash(t) if t is not None else None for t in values]
+        else:
+            hashes = [_path_hash(p) if p is not None else None for p in values]
+        block = np.full((n, card.dim), np.nan, dtype=np.float32)
+        old = previous.lookup(modality, card.version, item_ids, hashes) if previous is not None else {}
+        for i, vec in old.items():
+            block[i] = vec
+        todo = [i for i, v in enumerate(values) if v is not None and i not in old]
+        state = np.array([NO_INPUT if v is None else REUSED if i in old else EMBEDDED
+                          for i, v in enumerate(values)], dtype=np.int8)
+        errors: list[str | None] = [None] * n
+        logger.debug("%s: embedding %d of %d rows with %s (%d reused)", modality, len(todo), n, card.name,
+                     len(old))
+        if todo:
+            with _captured_warnings() as messages:
+                block[todo] = encoder.encode([values[i] for i in todo], batch_size=batch_size, progress=progress)
+            for i in todo:
+                if np.isnan(block[i]).any():
+                    state[i] = FAILED
+                    errors[i] = _reason(values[i], messages)
+        blocks[modality] = block
+        extra[hash_col(modality)] = pa.array(hashes, type=pa.string())
+        extra[state_col(modality)] = pa.array(state, type=pa.int8())
+        extra[error_col(modality)] = pa.array(errors, type=pa.string())
+    if not blocks:
+        raise ValueError("embed_rows needs at least one encoder")
+    fused = fuse(blocks, weights)
+    columns: dict[str, Any] = {ID_COL: pa.array(item_ids, type=pa.string())}
+    columns.update({m: _list_array(b) for m, b in blocks.items()})
+    columns[FUSED_COL] = _list_array(fused)
+    columns.update(extra)
+    return pa.table(columns)
+
+
+# ---------------------------------------------------------------------------
+# manifest + writing
+
+
+def vectors_schema(modalities: list[str]) -> Any:
+    """Arrow schema of a vectors file with these modality columns."""
+    import pyarrow as pa
+
+    vec = pa.large_list(pa.float32())
+    return pa.schema([(ID_COL, pa.string()), *[(m, vec) for m in modalities], (FUSED_COL, vec)])
+
+
+class ManifestBuilder:
+    """Accumulates the manifest's per-item parts from embedded batches, in output order."""
+
+    def __init__(self, modalities: list[str]) -> None:
+        self.modalities = list(modalities)
+        self.n_items = 0
+        self.hashes: dict[str, dict[str, str | None]] = {m: {} for m in self.modalities}
+        self.failed: dict[str, dict[str, str]] = {m: {} for m in self.modalities}
+        self.counts: dict[str, dict[int, int]] = {m: dict.fromkeys((NO_INPUT, EMBEDDED, REUSED, FAILED), 0)
+                                                  for m in self.modalities}
+
+    def add(self, batch: Any) -> Any:
+        """Record a batch from ``embed_rows``; returns its vector columns (the vectors-file schema)."""
+        ids = [str(x) for x in batch.column(ID_COL).to_pylist()]
+        for m in self.modalities:
+            self.hashes[m].update(zip(ids, batch.column(hash_col(m)).to_pylist()))
+            states = np.asarray(batch.column(state_col(m)).to_numpy(zero_copy_only=False), dtype=np.int8)
+            for code in self.counts[m]:
+                self.counts[m][code] += int((states == code).sum())
+            if (states == FAILED).any():
+                errors = batch.column(error_col(m)).to_pylist()
+                for j in np.flatnonzero(states == FAILED):
+                    self.failed[m][ids[j]] = errors[j] or "failed"
+        self.n_items += len(ids)
+        return batch.select([ID_COL, *self.modalities, FUSED_COL])
+
+    def log_summary(self) -> None:
+        """One INFO line with the counts per modality, and a WARNING per modality with failures."""
+        parts = [f"{m}: {c[EMBEDDED] + c[FAILED]} embedded ({c[FAILED]} failed), {c[REUSED]} reused, "
+                 f"{c[NO_INPUT]} without input" for m, c in self.counts.items()]
+        logger.info("%d items; %s", self.n_items, "; ".join(parts))
+        for m, failed in self.failed.items():
+            if failed:
+                total = self.counts[m][EMBEDDED] + self.counts[m][FAILED]
+                logger.warning("%s: %d of %d items failed to embed (first: %s)", m, len(failed), total,
+                               ", ".join(list(failed)[:5]))
+
+    def manifest(self, out_path: Path, cards: Mapping[str, dict[str, Any]],
+                 weights: dict[str, float] | None) -> dict[str, Any]:
+        """The manifest dict (without ``vectors_sha256``, which the writer adds)."""
+        dims = {m: int(cards[m]["dim"]) for m in self.modalities}
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "vectors_file": Path(out_path).name,
+            "n_items": self.n_items,
+            "modalities": list(self.modalities),
+            "encoders": {m: dict(cards[m]) for m in self.modalities},
+            "dims": dims,
+            "fused_dim": fused_dim(dims),
+            "fusion": {"order": list(self.modalities),
+                       "weights": {m: float((weights or {}).get(m, 1.0)) for m in self.modalities}},
+            "content_hashes": self.hashes,
+            "failures": {m: {"count": len(f), "item_ids": list(f)} for m, f in self.failed.items()},
+            "failure_reasons": {m: dict(f) for m, f in self.failed.items()},
+            "missing_input": {m: c[NO_INPUT] for m, c in self.counts.items()},
+            "embedded": {m: c[EMBEDDED] + c[FAILED] for m, c in self.counts.items()},
+            "reused": {m: c[REUSED] for m, c in self.counts.items()},
+        }
 
 
 def _list_array(mat: np.ndarray) -> Any:
@@ -210,34 +534,78 @@ def _temp_path(target: Path) -> Path:
     return Path(name)
 
 
-def _write_outputs(out_path: Path, table: Any, manifest: dict[str, Any]) -> None:
-    """Write Parquet + manifest atomically; remove temp files on any error."""
-    import pyarrow.parquet as pq
+class VectorsFileWriter:
+    """Stream tables into a vectors file, row group by row group, and publish it atomically.
 
-    man_path = manifest_path(out_path)
-    tmp_vec = tmp_man = None
-    try:
-        tmp_vec = _temp_path(out_path)
-        pq.write_table(table, tmp_vec)
-        with open(tmp_vec, "rb+") as fh:
-            os.fsync(fh.fileno())
-        manifest["vectors_sha256"] = file_sha256(tmp_vec)
-        tmp_man = _temp_path(man_path)
-        with open(tmp_man, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_vec, out_path)
-        tmp_vec = None
-        os.replace(tmp_man, man_path)
+    Use as a context manager: ``write()`` any number of tables (vectors-file
+    columns), then ``commit(manifest)``. Rows go to a temp file next to
+    ``out_path``; ``commit`` fsyncs it, records its sha256 in the manifest,
+    writes the manifest the same way and renames both into place. Leaving the
+    block without ``commit`` (or any error) removes the temp files and keeps
+    an existing output untouched. Memory: one table at a time.
+    """
+
+    def __init__(self, out_path: str | Path, modalities: list[str]) -> None:
+        self.out_path = Path(out_path)
+        self.schema = vectors_schema(modalities)
+        self.rows = 0
+        self._tmp: Path | None = None
+        self._writer: Any = None
+
+    def __enter__(self) -> VectorsFileWriter:
+        import pyarrow.parquet as pq
+
+        self._tmp = _temp_path(self.out_path)
+        try:
+            self._writer = pq.ParquetWriter(self._tmp, self.schema)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def write(self, table: Any) -> None:
+        """Append ``table`` (its vectors-file columns; extra columns are dropped)."""
+        if table.num_rows == 0:
+            return
+        table = table.select(self.schema.names).cast(self.schema)
+        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        self.rows += table.num_rows
+
+    def commit(self, manifest: dict[str, Any]) -> None:
+        """Close the Parquet file, write the manifest, publish both atomically."""
+        man_path = manifest_path(self.out_path)
+        self._writer.close()
+        self._writer = None
         tmp_man = None
-        _fsync_dir(out_path.parent)
-    finally:
-        for tmp in (tmp_vec, tmp_man):
-            if tmp is not None:
+        try:
+            with open(self._tmp, "rb+") as fh:  # type: ignore[arg-type]
+                os.fsync(fh.fileno())
+            manifest["vectors_sha256"] = file_sha256(self._tmp)  # type: ignore[arg-type]
+            tmp_man = _temp_path(man_path)
+            with open(tmp_man, "w", encoding="utf-8") as fh:
+                json.dump(manifest, fh, indent=2, sort_keys=False)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(self._tmp, self.out_path)  # type: ignore[arg-type]
+            self._tmp = None
+            os.replace(tmp_man, man_path)
+            tmp_man = None
+            _fsync_dir(self.out_path.parent)
+        finally:
+            if tmp_man is not None:
                 with suppress(OSError):
-                    tmp.unlink()
+                    tmp_man.unlink()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._writer is not None:
+            with suppress(Exception):
+                self._writer.close()
+            self._writer = None
+        if self._tmp is not None:
+            with suppress(OSError):
+                self._tmp.unlink()
+            self._tmp = None
 
 
 # ---------------------------------------------------------------------------
@@ -246,12 +614,17 @@ def _write_outputs(out_path: Path, table: Any, manifest: dict[str, Any]) -> None
 EncodeRunner = Callable[[str, list[Any], int, bool], np.ndarray]
 
 
-def _run_in_process(name: str, inputs: list[Any], batch_size: int, progress: bool) -> np.ndarray:
-    """Encode ``inputs`` with the registry's encoder ``name`` in this process."""
-    from embeddings.registry import get_encoder
+class _RunnerEncoder:
+    """An encoder whose ``encode`` is delegated to an ``EncodeRunner``."""
 
-    return get_encoder(name).encode(inputs, batch_size=batch_size, progress=progress)
+    def __init__(self, name: str, runner: EncodeRunner) -> None:
+        from embeddings.registry import get_encoder
 
+        self.name, self.runner = name, runner
+        self.card = get_encoder(name).card
+
+    def encode(self, inputs: list[Any], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        return self.runner(self.name, list(inputs), batch_size, progress)
 
 
 def embed_catalog(catalog: pl.DataFrame, out_path: str | Path, text: str | None = "minilm",
@@ -259,7 +632,10 @@ def embed_catalog(catalog: pl.DataFrame, out_path: str | Path, text: str | None 
                   progress: bool = True, *, base_dir: str | Path | None = None,
                   weights: dict[str, float] | None = None, batch_size: int = 32,
                   reuse: bool = True, runner: EncodeRunner | None = None) -> Path:
-    """Embed every catalog item and write the item-vectors Parquet + manifest.
+    """Embed every catalog item in this process and write the item-vectors Parquet + manifest.
+
+    For large catalogs use ``embeddings.batch.embed_catalog_ray`` (same output,
+    streamed through a Ray Data job with bounded memory).
 
     Args:
         catalog: columns ``item_id`` (unique, non-null), ``title``,
@@ -277,109 +653,47 @@ def embed_catalog(catalog: pl.DataFrame, out_path: str | Path, text: str | None 
         reuse: reuse vectors from an existing ``out_path`` whose content hash
             and encoder version are unchanged.
         runner: runs an encoder over inputs, ``runner(name, inputs, batch_size,
-            progress) -> float32 [len(inputs), dim]``; default: in this process.
-            ``embeddings.batch`` passes one that runs a Ray Data job.
+            progress) -> float32 [len(inputs), dim]``; default: the registry's
+            encoder in this process.
 
     Returns:
         ``out_path``. Items whose input cannot be read get a null block, a
-        WARNING, and are listed under ``failures`` in the manifest.
+        WARNING, and are listed under ``failures`` (reasons under
+        ``failure_reasons``) in the manifest.
 
     Raises:
         ValueError: bad catalog (names the row and column) or encoder name.
         Any error leaves no partial output behind.
     """
-    from embeddings.registry import canonical_name, get_encoder, modality_of
+    from embeddings.registry import get_encoder
 
-    out_path = Path(out_path)
-    if out_path.is_dir():
-        raise ValueError(f"output path {out_path} is a directory; give a .parquet file path")
-    if not out_path.parent.is_dir():
-        raise ValueError(f"output directory {out_path.parent} does not exist")
-    item_ids = _validate_catalog(catalog)
-    if not item_ids:
+    out_path = check_out_path(out_path)
+    _validate_catalog(catalog)
+    if catalog.height == 0:
         raise ValueError("catalog is empty: nothing to embed")
-    requested: dict[Modality, str | None] = {"text": text, "image": image, "audio": audio}
-    for modality, name in requested.items():
-        if name is not None and modality_of(name) != modality:
-            raise ValueError(f"encoder {name!r} is for {modality_of(name)}, not {modality}")
-
-    base = Path(base_dir) if base_dir is not None else None
-    inputs: dict[Modality, list[Any]] = {}
-    hashes: dict[Modality, list[str | None]] = {}
-    for modality in MODALITIES:
-        if requested[modality] is None:
-            continue
-        if modality == "text":
-            values: list[Any] = _texts(catalog)
-            row_hashes = [_text_hash(t) if t is not None else None for t in values]
+    names = resolve_encoders(text, image, audio)
+    active: list[Modality] = []
+    for modality in names:
+        if has_input(catalog, modality):
+            active.append(modality)
         else:
-            values = _paths(catalog, PATH_COLS[modality], base)
-            row_hashes = [_path_hash(p) if p is not None else None for p in values]
-        if all(v is None for v in values):
             logger.info("no item has %s input; skipping the %s encoder", modality, modality)
-            continue
-        inputs[modality], hashes[modality] = values, row_hashes
-
-    prev = _previous(out_path) if reuse else None
-    n = len(item_ids)
-    blocks: dict[str, np.ndarray] = {}
-    encoders: dict[str, dict[str, Any]] = {}
-    failures: dict[str, dict[str, Any]] = {}
-    missing: dict[str, int] = {}
-    reused: dict[str, int] = {}
-    for modality, values in inputs.items():
-        name = canonical_name(requested[modality])  # type: ignore[arg-type]
-        encoder = get_encoder(name)
-        card = encoder.card
-        block = np.full((n, card.dim), np.nan, dtype=np.float32)
-        old = _reusable(prev, modality, card.version, item_ids, hashes[modality])
-        for i, vec in old.items():
-            block[i] = vec
-        todo = [i for i, v in enumerate(values) if v is not None and i not in old]
-        logger.info("%s: embedding %d items with %s (%d reused, %d without input)", modality, len(todo),
-                    card.name, len(old), sum(v is None for v in values))
-        if todo:
-            run = runner or _run_in_process
-            block[todo] = run(name, [values[i] for i in todo], batch_size, progress)
-        failed = [item_ids[i] for i in todo if np.isnan(block[i]).any()]
-        if failed:
-            logger.warning("%s: %d of %d items failed to embed (first: %s)", modality, len(failed),
-                           len(todo), ", ".join(failed[:5]))
-        blocks[modality] = block
-        encoders[modality] = card.to_dict()
-        failures[modality] = {"count": len(failed), "item_ids": failed}
-        missing[modality] = sum(v is None for v in values)
-        reused[modality] = len(old)
-
-    if not blocks:
+    if not active:
         raise ValueError("nothing to embed: every modality is disabled or has no input in the catalog")
-    fused = fuse(blocks, weights)
 
-    import pyarrow as pa
-
-    columns = {ID_COL: pa.array(item_ids, type=pa.string())}
-    columns.update({m: _list_array(b) for m, b in blocks.items()})
-    columns[FUSED_COL] = _list_array(fused)
-    table = pa.table(columns)
-    dims = {m: int(b.shape[1]) for m, b in blocks.items()}
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "vectors_file": out_path.name,
-        "n_items": n,
-        "modalities": list(blocks),
-        "encoders": encoders,
-        "dims": dims,
-        "fused_dim": fused_dim(dims),
-        "fusion": {"order": list(blocks), "weights": {m: float((weights or {}).get(m, 1.0)) for m in blocks}},
-        "content_hashes": {m: dict(zip(item_ids, hashes[m])) for m in blocks},
-        "failures": failures,
-        "missing_input": missing,
-        "reused": reused,
-    }
-    _write_outputs(out_path, table, manifest)
-    logger.info("wrote %d item vectors (fused dim %d) to %s", n, manifest["fused_dim"], out_path)
+    encoders: dict[Modality, Any] = {
+        m: _RunnerEncoder(names[m], runner) if runner is not None else get_encoder(names[m]) for m in active}
+    previous = PreviousVectors.open(out_path) if reuse else None
+    batch = embed_rows(catalog, encoders, base_dir=base_dir, batch_size=batch_size, weights=weights,
+                       previous=previous, progress=progress)
+    builder = ManifestBuilder(active)
+    vectors = builder.add(batch)
+    manifest = builder.manifest(out_path, {m: e.card.to_dict() for m, e in encoders.items()}, weights)
+    with VectorsFileWriter(out_path, active) as writer:
+        writer.write(vectors)
+        writer.commit(manifest)
+    builder.log_summary()
+    logger.info("wrote %d item vectors (fused dim %d) to %s", builder.n_items, manifest["fused_dim"], out_path)
     return out_path
 
 
@@ -409,17 +723,8 @@ def _column_matrix(table: Any, name: str, dim: int | None, path: Path) -> np.nda
     return out
 
 
-def load_item_vectors(path: str | Path) -> ItemVectors:
-    """Load an item-vectors Parquet file and its manifest.
-
-    Returns ``ItemVectors`` (``fused`` float32 ``[n, d]``; ``blocks`` with NaN
-    rows where missing). Raises ``ValueError`` with a one-line message naming
-    the file if either file is missing, unreadable, inconsistent, or the
-    Parquet file does not match the checksum in the manifest.
-    """
-    import pyarrow.parquet as pq
-
-    path = Path(path)
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The parsed manifest of vectors file ``path``; ``ValueError`` naming the file if missing or invalid."""
     man_path = manifest_path(path)
     if not path.is_file():
         raise ValueError(f"item vectors file {path} not found")
@@ -431,10 +736,29 @@ def load_item_vectors(path: str | Path) -> ItemVectors:
         raise ValueError(f"manifest {man_path} is not valid JSON ({_one_line(exc)})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"manifest {man_path} is not a {FORMAT} manifest")
+    return manifest
+
+
+def _check_checksum(path: Path, manifest: dict[str, Any]) -> None:
     expected_sha = manifest.get("vectors_sha256")
     if expected_sha and file_sha256(path) != expected_sha:
-        raise ValueError(f"item vectors file {path} does not match the checksum in {man_path.name} "
+        raise ValueError(f"item vectors file {path} does not match the checksum in {manifest_path(path).name} "
                          "(corrupt or written by another run)")
+
+
+def load_item_vectors(path: str | Path) -> ItemVectors:
+    """Load an item-vectors Parquet file and its manifest.
+
+    Returns ``ItemVectors`` (``fused`` float32 ``[n, d]``; ``blocks`` with NaN
+    rows where missing). Raises ``ValueError`` with a one-line message naming
+    the file if either file is missing, unreadable, inconsistent, or the
+    Parquet file does not match the checksum in the manifest.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    manifest = _read_manifest(path)
+    _check_checksum(path, manifest)
     try:
         table = pq.read_table(path)
     except Exception as exc:  # noqa: BLE001 - any Arrow/IO error means a bad file

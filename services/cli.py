@@ -24,6 +24,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
+from services.cli_encoders import encoders_app  # noqa: E402  (a typer sub-app: `tlrec encoders ...`)
+
+app.add_typer(encoders_app, name="encoders")
+
 logger = logging.getLogger("tlrec")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,6 +83,22 @@ def _parse_ks(value: str) -> list[int]:
     return ks
 
 
+def _parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """``["dim=128", "features=\"vectors\""]`` -> dict; values parse as JSON, else stay strings."""
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set: expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 @app.command()
 @friendly_errors
 def demo(
@@ -115,14 +135,22 @@ def embed(
     image: Annotated[str, typer.Option(help="Image encoder name, or 'none'.")] = "efficientnet-lite0",
     audio: Annotated[str, typer.Option(help="Audio encoder name, or 'none'.")] = "crepe-tiny",
     ray_address: Annotated[
-        str | None, typer.Option(help="Run as a Ray Data job on this cluster ('auto' or 'local' for a local Ray).")
-    ] = None,
+        str, typer.Option(help="Ray cluster to run on: 'local' starts one here; 'auto' or ray://host:port joins one.")
+    ] = "local",
+    no_ray: Annotated[bool, typer.Option("--no-ray", help="Run in this process (small catalogs).")] = False,
+    quantize: Annotated[
+        bool, typer.Option("--quantize", help="int8 text encoder (kept only if cosine to fp32 >= 0.99).")
+    ] = False,
 ) -> None:
-    """Embed catalog items with pre-trained encoders and fuse them into one vector per item."""
+    """Embed catalog items with pre-trained encoders (a Ray Data job) and fuse them into one vector per item."""
     from services.jobs import embed_job
 
+    if quantize:
+        if text != "minilm":
+            raise ValueError(f"--quantize: only the default text encoder 'minilm' has an int8 version, not {text!r}")
+        text = "minilm-int8"
     names = {m: (None if v.lower() == "none" else v) for m, v in {"text": text, "image": image, "audio": audio}.items()}
-    path = embed_job(catalog, out, ray_address=ray_address, **names)
+    path = embed_job(catalog, out, ray_address=None if no_ray else ray_address, **names)
     typer.echo(str(path))
 
 
@@ -133,17 +161,19 @@ def train(
     interactions: Annotated[Path, typer.Option(help="Interactions file.")],
     out: Annotated[Path, typer.Option(help="Artifacts root; the new version becomes 'current'.")],
     vectors: Annotated[Path | None, typer.Option(help="Item vectors from `tlrec embed` (else embeds now).")] = None,
-    model: Annotated[str, typer.Option(help="ncf or popularity.")] = "ncf",
+    model: Annotated[str, typer.Option(help="ncf, popularity, itemknn, ease, lightfm, content (see --set).")] = "ncf",
     strict: Annotated[bool, typer.Option(help="Interactions naming unknown items are an error, not dropped.")] = False,
-    epochs: Annotated[int | None, typer.Option(help="NCF: maximum epochs (early stopping picks the best).")] = None,
-    seed: Annotated[int | None, typer.Option(help="NCF: random seed.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (NCF: early stopping picks the best).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Model config KEY=VALUE (JSON values), repeatable.")
+    ] = None,
 ) -> None:
     """Fit a model and publish it as a new artifact version."""
     from services.jobs import train_job
 
-    config: dict[str, Any] = {}
-    if model == "ncf":
-        config.update({k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None})
+    config = _parse_settings(set_ or [])
+    config.update({k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None})
     version = train_job(catalog, interactions, out, vectors_path=vectors, model=model, strict=strict, config=config)
     typer.echo(str(version))
 

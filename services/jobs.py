@@ -21,7 +21,7 @@ from training.artifacts import new_version, sha256_file, staged_version
 from training.data import Columns, load_catalog, load_interactions
 from training.metrics import evaluate_rankings
 from training.models import NCFModel
-from training.train import train_into
+from training.train import build_model, train_into
 
 logger = logging.getLogger(__name__)
 
@@ -34,19 +34,24 @@ def embed_job(
     text: str | None = DEFAULTS["text"],
     image: str | None = DEFAULTS["image"],
     audio: str | None = DEFAULTS["audio"],
-    ray_address: str | None = None,
+    ray_address: str | None = "local",
 ) -> Path:
     """Embed a catalog file into an item-vectors Parquet (+ manifest) at ``out``.
 
-    With ``ray_address`` ("local", "auto" or a cluster address) the encoders run as a
-    Ray Data job (``embeddings.batch``); otherwise in this process.
+    The catalog is validated first (one-line ``DataError``). With ``ray_address``
+    ("local", "auto" or a cluster address) the encoders run as a Ray Data job
+    (``embeddings.batch``; a Parquet catalog is streamed); with None, in this process.
     """
     catalog = load_catalog(catalog_path)
-    if ray_address is not None:
-        from embeddings.batch import embed_catalog_ray
+    if ray_address is None:
+        return embed_catalog(catalog, out, text=text, image=image, audio=audio)
+    from embeddings.batch import embed_catalog_ray
 
-        return embed_catalog_ray(catalog, out, address=ray_address, text=text, image=image, audio=audio)
-    return embed_catalog(catalog, out, text=text, image=image, audio=audio)
+    source: pl.DataFrame | Path = catalog
+    if Path(catalog_path).suffix.lower() in (".parquet", ".pq"):
+        source = Path(catalog_path)  # streamed by Ray; media paths resolve against its folder
+    return embed_catalog_ray(source, out, address=ray_address, text=text, image=image, audio=audio,
+                             base_dir=Path(catalog_path).resolve().parent)
 
 
 def _input_record(path: Path) -> dict[str, str]:
@@ -66,10 +71,11 @@ def train_job(
 
     Returns the published version directory; ``artifacts_root/current`` names it.
     """
+    wants_vectors = build_model(model, config).wants_item_vectors()  # bad model name/config fails first
     catalog = load_catalog(catalog_path)
     interactions = load_interactions(interactions_path, catalog=catalog, strict=strict)
     vectors: ItemVectors | None = None
-    if model == "ncf" and vectors_path is not None:
+    if wants_vectors and vectors_path is not None:
         vectors = load_item_vectors(vectors_path)
     manifest: dict[str, Any] = {
         "inputs": {"catalog": _input_record(catalog_path), "interactions": _input_record(interactions_path)}
@@ -79,7 +85,7 @@ def train_job(
     version = new_version()
     artifacts_root.mkdir(parents=True, exist_ok=True)
     with staged_version(artifacts_root, version=version, manifest=manifest) as stage:
-        if model == "ncf" and vectors is None:
+        if wants_vectors and vectors is None:
             vectors = load_item_vectors(embed_catalog(catalog, stage / VECTORS_IN_ARTIFACT))
         if vectors is not None:
             manifest["encoders"] = vectors.manifest.get("encoders")

@@ -49,6 +49,12 @@ def align_vectors(items: IdMap, vectors: ItemVectors) -> np.ndarray:
     return matrix
 
 
+def build_model(model: str, config: dict[str, Any] | None = None) -> Recommender:
+    """An unfitted model of registry name ``model``; config errors name the bad key."""
+    model_class = get_model_class(model)
+    return model_class(model_class.config_class.model_validate(config or {}))
+
+
 def fit_model(
     catalog: pl.DataFrame,
     interactions: pl.DataFrame,
@@ -57,11 +63,10 @@ def fit_model(
     config: dict[str, Any] | None = None,
 ) -> tuple[Recommender, InteractionData]:
     """Fit ``model`` on validated frames; returns the fitted model and its indexed data."""
-    model_class = get_model_class(model)
+    recommender = build_model(model, config)
     items = IdMap(catalog[Columns.ITEM].to_list())
     data = InteractionData.build(interactions, items)
-    content = align_vectors(items, vectors) if vectors is not None else None
-    recommender = model_class(model_class.config_class.model_validate(config or {}))
+    content = align_vectors(items, vectors) if vectors is not None and recommender.wants_item_vectors() else None
     recommender.fit(data, content)
     return recommender, data
 

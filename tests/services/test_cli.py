@@ -140,11 +140,38 @@ def test_embed_command(world, tmp_path):
     small = tmp_path / "catalog.csv"
     pl.read_parquet(world.catalog).head(4).select("item_id", "title", "description").write_csv(small)
     out = tmp_path / "v.parquet"
-    run_tlrec("embed", "--catalog", small, "--out", out, "--image", "none", "--audio", "none")
+    run_tlrec("embed", "--catalog", small, "--out", out, "--image", "none", "--audio", "none", "--no-ray")
     vectors = pl.read_parquet(out)
     assert vectors.height == 4 and len(vectors["fused"][0]) == 384
     manifest = json.loads((tmp_path / "v.manifest.json").read_text())
     assert "text" in manifest["encoders"]
+
+
+def test_embed_runs_as_ray_job_by_default(world, tmp_path):
+    """A Parquet catalog with relative image paths, streamed through a local Ray; same vectors as in process."""
+    import numpy as np
+
+    full = pl.read_parquet(world.catalog)
+    catalog = pl.concat([full.filter(pl.col("domain") == d).head(3) for d in ("film", "product")])
+    catalog = catalog.with_columns(pl.col("image_path").map_elements(
+        lambda p: str((world.catalog.parent / p).resolve()), return_dtype=pl.Utf8))
+    local_dir = tmp_path / "cat"
+    (local_dir / "img").mkdir(parents=True)
+    rel = []
+    for p in catalog["image_path"]:
+        if p is None:
+            rel.append(None)
+            continue
+        (local_dir / "img" / Path(p).name).write_bytes(Path(p).read_bytes())
+        rel.append(f"img/{Path(p).name}")
+    catalog.with_columns(pl.Series("image_path", rel, dtype=pl.Utf8)).write_parquet(local_dir / "catalog.parquet")
+    run_tlrec("embed", "--catalog", local_dir / "catalog.parquet", "--out", tmp_path / "ray.parquet", "--audio", "none")
+    run_tlrec("embed", "--catalog", local_dir / "catalog.parquet", "--out", tmp_path / "local.parquet",
+              "--audio", "none", "--no-ray")
+    a, b = pl.read_parquet(tmp_path / "ray.parquet"), pl.read_parquet(tmp_path / "local.parquet")
+    assert a["item_id"].to_list() == b["item_id"].to_list()
+    assert a["image"].null_count() == b["image"].null_count() < a.height
+    np.testing.assert_allclose(np.stack(a["fused"].to_numpy()), np.stack(b["fused"].to_numpy()), atol=1e-4)
 
 
 # ------------------------------------------------------------------ bad input

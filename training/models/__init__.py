@@ -1,13 +1,14 @@
 """Recommender models behind one interface (``base.Recommender``)."""
 
 from training.models.base import ModelConfig, Recommender
+from training.models.content import ContentProfileConfig, ContentProfileModel
 from training.models.ease import EASEConfig, EASEModel
 from training.models.itemknn import ItemKNNConfig, ItemKNNModel
 from training.models.lightfm_model import LightFMConfig, LightFMModel
 from training.models.ncf import NCFConfig, NCFModel
 from training.models.popularity import PopularityConfig, PopularityModel
 
-MODELS: dict[str, type[Recommender]] = {m.name: m for m in (NCFModel, PopularityModel)}
+MODELS: dict[str, type[Recommender]] = {m.name: m for m in (NCFModel, PopularityModel, ContentProfileModel)}
 
 MODELS.update({m.name: m for m in (ItemKNNModel, EASEModel, LightFMModel)})
 
@@ -20,6 +21,6 @@ def get_model_class(name: str) -> type[Recommender]:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}") from None
 
 
-__all__ = ["MODELS", "ModelConfig", "NCFConfig", "NCFModel", "PopularityConfig", "PopularityModel",
-           "Recommender", "get_model_class"]
+__all__ = ["MODELS", "ContentProfileConfig", "ContentProfileModel", "ModelConfig", "NCFConfig", "NCFModel",
+           "PopularityConfig", "PopularityModel", "Recommender", "get_model_class"]
 __all__ += ["EASEConfig", "EASEModel", "ItemKNNConfig", "ItemKNNModel", "LightFMConfig", "LightFMModel"]

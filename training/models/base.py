@@ -86,6 +86,10 @@ class Recommender(ABC):
     @abstractmethod
     def _fit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None: ...
 
+    def wants_item_vectors(self) -> bool:
+        """True when this model (as configured) uses pre-trained item vectors in ``fit``."""
+        return False
+
     # ----------------------------------------------------------------- scoring
     def score(self, user_idx: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
         """Scores float32 ``[len(user_idx), n_items]`` (or ``[len(user_idx), len(item_idx)]``).

@@ -98,6 +98,9 @@ class LightFMModel(Recommender):
         self.best_epoch_: int | None = None
 
     # ------------------------------------------------------------------ fit
+    def wants_item_vectors(self) -> bool:
+        return self.config.features == "vectors"
+
     def _fit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
         cfg = self.config
         content = None

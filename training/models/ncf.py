@@ -111,6 +111,9 @@ class NCFModel(Recommender):
         self._user_vecs: np.ndarray | None = None
         self._item_vecs: np.ndarray | None = None
 
+    def wants_item_vectors(self) -> bool:
+        return True
+
     # ------------------------------------------------------------------ fit
     def _fit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
         cfg = self.config

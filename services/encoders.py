@@ -1,0 +1,416 @@
+"""Choose a pre-trained encoder: list the model cards, and compare candidates on the user's own data.
+
+``compare_encoders`` answers "which encoder should I use for *my* catalog?" with
+three numbers per candidate:
+
+* **speed**: items/s encoding the catalog's items of the encoder's modality
+  (model load and a short warm-up excluded);
+* **size**: parameters and MB of weights on disk (from the model card);
+* **accuracy**: cold-item Recall@k / NDCG@k of a content-only recommender
+  (:class:`training.models.content.ContentProfileModel`). A seeded share of
+  items leaves training with all their interactions
+  (:func:`training.splits.cold_item_split`); each user's profile is the mean of
+  the encoder's vectors of their training items; the held-out (cold) items are
+  ranked by cosine to the profile, among the cold items only, and scored with
+  :func:`training.metrics.evaluate_rankings` on the held-out interactions.
+
+Items whose input is missing or fails to encode get no vector: they add
+nothing to a profile and score 0 as candidates. Every encoder sees the same
+split. Only test users with at least one training interaction are evaluated
+(a user with none has no profile, whatever the encoder).
+
+Outputs: a rich table, ``encoders_compare.md``, ``encoders_compare.json`` and
+``encoders_compare.png`` (accuracy against speed, log x axis, one labelled point
+per encoder), each written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import polars as pl
+
+from training.data import Columns
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.table import Table
+
+    from embeddings.base import ModelCard
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CompareReport",
+    "EncoderResult",
+    "cards_table",
+    "compare_encoders",
+    "compare_table",
+    "default_encoders",
+    "encoder_inputs",
+    "list_cards",
+    "write_report",
+]
+
+REPORT_STEM = "encoders_compare"
+_WARMUP_ITEMS = 4
+
+
+# --------------------------------------------------------------------------- cards
+
+
+def list_cards() -> list[ModelCard]:
+    """Model cards of the built-in encoders (loads each encoder once)."""
+    from embeddings.registry import list_cards as registry_cards
+
+    return registry_cards()
+
+
+def cards_table(cards: Sequence[ModelCard]) -> Table:
+    """A rich table: one row per model card."""
+    from rich.table import Table
+
+    table = Table(title="pre-trained encoders (tlrec encoders compare measures them on your data)")
+    for col, kw in (("name", {"no_wrap": True}), ("modality", {}), ("dim", {"justify": "right"}),
+                    ("params", {"justify": "right"}), ("size MB", {"justify": "right"}), ("framework", {}),
+                    ("file format", {}), ("input", {}), ("source", {})):
+        table.add_column(col, **kw)
+    for c in cards:
+        table.add_row(c.name, c.modality, str(c.dim), f"{c.params / 1e6:.2f}M", f"{c.size_mb:.1f}", c.framework,
+                      c.file_format, c.input_spec, c.source)
+    return table
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _clean(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def encoder_inputs(catalog: pl.DataFrame, modality: str) -> list[Any]:
+    """One input per catalog row for ``modality`` (None where the item has none).
+
+    text: ``"title. description"`` (one part if the other is empty); image /
+    audio: the path in ``image_path`` / ``audio_path`` (made absolute by
+    :func:`training.data.load_catalog`).
+    """
+    C = Columns
+    if modality == "text":
+        titles = catalog[C.TITLE].cast(pl.String).to_list() if C.TITLE in catalog.columns else [None] * catalog.height
+        descs = (catalog[C.DESCRIPTION].cast(pl.String).to_list() if C.DESCRIPTION in catalog.columns
+                 else [None] * catalog.height)
+        out: list[Any] = []
+        for title, desc in zip(titles, descs):
+            parts = [p for p in (_clean(title), _clean(desc)) if p]
+            out.append(". ".join(parts) if parts else None)
+        return out
+    column = {"image": C.IMAGE_PATH, "audio": C.AUDIO_PATH}.get(modality)
+    if column is None:
+        raise ValueError(f"unknown modality {modality!r}; allowed: text, image, audio")
+    if column not in catalog.columns:
+        return [None] * catalog.height
+    return [_clean(v) for v in catalog[column].cast(pl.String).to_list()]
+
+
+def default_encoders(catalog: pl.DataFrame) -> list[str]:
+    """Registry defaults for the modalities the catalog has input for (+ ``crepe-full`` with audio)."""
+    from embeddings.base import MODALITIES
+    from embeddings.registry import DEFAULTS
+
+    names: list[str] = []
+    for modality in MODALITIES:
+        if any(v is not None for v in encoder_inputs(catalog, modality)):
+            names.append(DEFAULTS[modality])
+            if modality == "audio" and "crepe-full" not in names:
+                names.append("crepe-full")
+    return names
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+@dataclass
+class EncoderResult:
+    """One encoder's figures on the user's data (``recall`` / ``ndcg`` at the report's ``k``)."""
+
+    encoder: str
+    modality: str
+    dim: int
+    params: int
+    size_mb: float
+    framework: str
+    file_format: str
+    version: str
+    items_with_input: int
+    items_failed: int
+    coverage: float  # share of catalog items that got a vector
+    load_s: float  # 0 if the encoder was already loaded in this process
+    encode_s: float
+    items_per_s: float
+    recall: float
+    ndcg: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CompareReport:
+    """Everything ``compare_encoders`` measured (JSON-serialisable via :meth:`to_dict`)."""
+
+    catalog: str
+    interactions: str
+    k: int
+    seed: int
+    cold_fraction: float
+    n_items: int
+    n_interactions: int
+    n_cold_items: int
+    n_test_users: int
+    n_users_without_profile: int
+    random_recall: float  # expected Recall@k of a random ranking of the cold items
+    results: list[EncoderResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["results"] = [asdict(r) for r in self.results]
+        return out
+
+
+def _split(interactions: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    from training.splits import cold_item_split
+
+    return cold_item_split(interactions, fraction=fraction, seed=seed)
+
+
+def _encode_timed(encoder: Any, inputs: list[Any], batch_size: int, progress: bool) -> tuple[np.ndarray, float]:
+    """Encode ``inputs`` after a short untimed warm-up; returns ``(vectors, seconds)``."""
+    encoder.encode(inputs[:_WARMUP_ITEMS], batch_size=batch_size)
+    start = time.perf_counter()
+    vectors = encoder.encode(inputs, batch_size=batch_size, progress=progress)
+    return np.asarray(vectors, dtype=np.float32), time.perf_counter() - start
+
+
+def _evaluate(vectors: np.ndarray, data: Any, cold_idx: np.ndarray, test: pl.DataFrame, k: int) -> dict[str, float]:
+    """Cold-item metrics of the content-only model on ``vectors`` (``[n_items, d]``, zero rows = none)."""
+    from training.metrics import evaluate_rankings
+    from training.models.content import ContentProfileModel
+
+    model = ContentProfileModel().fit(data, vectors)
+    users = np.arange(data.n_users)
+    items, _ = model.recommend(users, k, candidates=cold_idx)
+    ext_users = data.users.to_external(users)
+    recs = {u: data.items.to_external(row[row >= 0]) for u, row in zip(ext_users, items)}
+    return evaluate_rankings(recs, test, ks=[k])
+
+
+def compare_encoders(catalog_path: str | Path, interactions_path: str | Path,
+                     encoders: Sequence[str] | None = None, *, k: int = 20, cold_fraction: float = 0.2,
+                     seed: int = 0, batch_size: int = 32, progress: bool = False) -> CompareReport:
+    """Measure speed, size and cold-item accuracy of each encoder on the given catalog.
+
+    Args:
+        catalog_path, interactions_path: files read and validated with
+            :func:`training.data.load_catalog` / :func:`training.data.load_interactions`
+            (interactions naming unknown items are dropped with a warning).
+        encoders: registry names (``minilm``, ``efficientnet-lite0``, ``crepe-tiny``,
+            ``crepe-full``, ``hf:<dir-or-id>`` ...); default :func:`default_encoders`.
+        k: cut-off of Recall@k / NDCG@k.
+        cold_fraction, seed: share of items held out cold, and the split's seed.
+        batch_size: encoder batch size.
+        progress: show a progress bar while encoding.
+
+    Returns:
+        A :class:`CompareReport`, encoders in the order given.
+
+    Raises:
+        DataError: bad catalog or interactions file (names file, row, column).
+        ValueError: unknown encoder name (lists the allowed ones), an encoder
+            whose modality has no input in the catalog, bad ``k`` / fraction.
+        OSError: an ``hf:`` model that cannot be loaded.
+    """
+    from embeddings.registry import canonical_name, get_encoder, modality_of
+    from training.data import IdMap, InteractionData, load_catalog, load_interactions
+
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    catalog = load_catalog(catalog_path)
+    interactions = load_interactions(interactions_path, catalog=catalog)
+    if interactions.height == 0:
+        raise ValueError(f"{Path(interactions_path).name}: no interaction names an item of the catalog")
+    names = [canonical_name(n) for n in (encoders if encoders else default_encoders(catalog))]
+    if not names:
+        raise ValueError(f"{Path(catalog_path).name}: no item has text, image or audio input to encode")
+    names = list(dict.fromkeys(names))
+    inputs_by_modality: dict[str, list[Any]] = {}
+    for name in names:
+        modality = modality_of(name)
+        if modality not in inputs_by_modality:
+            inputs_by_modality[modality] = encoder_inputs(catalog, modality)
+        if all(v is None for v in inputs_by_modality[modality]):
+            raise ValueError(f"encoder {name!r} reads {modality}, but no item of {Path(catalog_path).name} "
+                             f"has {modality} input")
+
+    train, test, cold = _split(interactions, cold_fraction, seed)
+    items = IdMap(catalog[Columns.ITEM].to_list())
+    data = InteractionData.build(train, items)
+    test_users = test[Columns.USER].unique()
+    known = test_users.is_in(pl.Series(data.users.external.tolist(), dtype=pl.String).implode())
+    test_eval = test.filter(pl.col(Columns.USER).is_in(test_users.filter(known).implode()))
+    n_without = int((~known).sum())
+    if n_without:
+        logger.info("%d of %d test users have no training interaction (no profile) and are not evaluated",
+                    n_without, test_users.len())
+    if k >= len(cold):
+        logger.warning("k=%d >= %d cold items: every cold item is in every top-k, so Recall@%d is 1 for "
+                       "every encoder; use a larger catalog or a smaller k", k, len(cold), k)
+    cold_idx = items.to_internal(cold)
+    random_recall = min(k, len(cold)) / len(cold)  # each relevant cold item is in a random top-k w.p. k/n
+
+    results: list[EncoderResult] = []
+    for name in names:
+        modality = modality_of(name)
+        inputs = inputs_by_modality[modality]
+        rows = [i for i, v in enumerate(inputs) if v is not None]
+        start = time.perf_counter()
+        encoder = get_encoder(name)
+        load_s = time.perf_counter() - start
+        card = encoder.card
+        logger.info("encoding %d items with %s (%s, %d-d)", len(rows), card.name, modality, card.dim)
+        encoded, encode_s = _encode_timed(encoder, [inputs[i] for i in rows], batch_size, progress)
+        vectors = np.zeros((len(items), card.dim), dtype=np.float32)
+        vectors[rows] = encoded
+        failed = np.isnan(vectors).any(axis=1)
+        vectors[failed] = 0.0
+        metrics = _evaluate(vectors, data, cold_idx, test_eval, k)
+        n_failed = int(failed.sum())
+        results.append(EncoderResult(
+            encoder=name, modality=modality, dim=card.dim, params=card.params, size_mb=card.size_mb,
+            framework=card.framework, file_format=card.file_format, version=card.version,
+            items_with_input=len(rows), items_failed=n_failed,
+            coverage=(len(rows) - n_failed) / max(1, len(items)),
+            load_s=load_s, encode_s=encode_s, items_per_s=len(rows) / max(encode_s, 1e-9),
+            recall=float(metrics[f"recall@{k}"]), ndcg=float(metrics[f"ndcg@{k}"]),
+            metrics={key: float(v) for key, v in metrics.items()},
+        ))
+        logger.info("%s: %.1f items/s, recall@%d %.4f, ndcg@%d %.4f", name, results[-1].items_per_s, k,
+                    results[-1].recall, k, results[-1].ndcg)
+    return CompareReport(
+        catalog=str(catalog_path), interactions=str(interactions_path), k=k, seed=seed,
+        cold_fraction=cold_fraction, n_items=len(items), n_interactions=interactions.height,
+        n_cold_items=len(cold), n_test_users=int(test_eval[Columns.USER].n_unique()),
+        n_users_without_profile=n_without, random_recall=random_recall, results=results,
+    )
+
+
+# --------------------------------------------------------------------------- output
+
+_HEADERS = ("encoder", "modality", "dim", "params (M)", "size MB", "items/s", "recall@{k}", "ndcg@{k}",
+            "coverage")
+
+
+def _row(r: EncoderResult) -> list[str]:
+    return [r.encoder, r.modality, str(r.dim), f"{r.params / 1e6:.2f}", f"{r.size_mb:.1f}", f"{r.items_per_s:.1f}",
+            f"{r.recall:.4f}", f"{r.ndcg:.4f}", f"{r.coverage:.0%}"]
+
+
+def compare_table(report: CompareReport) -> Table:
+    """A rich table: one row per encoder."""
+    from rich.table import Table
+
+    table = Table(title=f"encoders on {Path(report.catalog).name}: cold-item accuracy "
+                        f"({report.n_cold_items} cold items, {report.n_test_users} users), speed, size",
+                  caption=f"random ranking: recall@{report.k} = {report.random_recall:.4f}")
+    for i, head in enumerate(_HEADERS):
+        table.add_column(head.format(k=report.k), justify="left" if i < 2 else "right", no_wrap=i == 0)
+    for r in report.results:
+        table.add_row(*_row(r))
+    return table
+
+
+def to_markdown(report: CompareReport) -> str:
+    """The report as Markdown (setup, table, how to read it)."""
+    k = report.k
+    lines = [
+        f"# Encoders compared on {Path(report.catalog).name}",
+        "",
+        f"Catalog `{report.catalog}` ({report.n_items} items), interactions `{report.interactions}` "
+        f"({report.n_interactions} rows). Cold-item split: {report.n_cold_items} items "
+        f"({report.cold_fraction:.0%}, seed {report.seed}) held out with all their interactions; "
+        f"{report.n_test_users} test users evaluated ({report.n_users_without_profile} without a training "
+        f"interaction skipped).",
+        "",
+        "| " + " | ".join(h.format(k=k) for h in _HEADERS) + " |",
+        "| " + " | ".join(["---"] * 2 + ["---:"] * (len(_HEADERS) - 2)) + " |",
+    ]
+    lines += ["| " + " | ".join(_row(r)) + " |" for r in report.results]
+    lines += [
+        "",
+        f"- accuracy: content-only recommender (user profile = mean of the encoder's vectors of their "
+        f"training items), cold items ranked by cosine among the cold items only; a random ranking "
+        f"scores recall@{k} = {report.random_recall:.4f}.",
+        "- items/s: encoding every catalog item of the encoder's modality (load and warm-up excluded); "
+        "coverage: share of catalog items with a vector.",
+        "- size: weights on disk (model card); params of the encoding network.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_png(report: CompareReport) -> bytes:
+    """PNG of accuracy (recall@k, y) against speed (items/s, log x), one labelled point per encoder."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=110)
+    ax = fig.add_subplot()
+    colours = {"text": "tab:blue", "image": "tab:orange", "audio": "tab:green"}
+    for r in report.results:
+        x = max(r.items_per_s, 1e-3)
+        ax.scatter([x], [r.recall], s=40 + 12 * math.sqrt(max(r.size_mb, 0.0)), color=colours.get(r.modality, "k"),
+                   alpha=0.8, edgecolors="black", linewidths=0.5, zorder=3)
+        label = r.encoder
+        if label.startswith("hf:") and "/" in label:  # a local directory: its last part is the model's name
+            label = "hf:" + label.rstrip("/").rsplit("/", 1)[-1]
+        size = f"{r.size_mb:.0f}" if r.size_mb >= 10 else f"{r.size_mb:.1f}"
+        ax.annotate(f"{label}\n{size} MB", (x, r.recall), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.axhline(report.random_recall, color="grey", linestyle="--", linewidth=1, label="random ranking")
+    ax.set_xscale("log")
+    ax.set_xlabel("speed (items/s, log scale)")
+    ax.set_ylabel(f"cold-item recall@{report.k}")
+    ax.set_ylim(0, 1.05)
+    xs = [max(r.items_per_s, 1e-3) for r in report.results] or [1.0]
+    ax.set_xlim(min(xs) / 2, max(xs) * 3)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(f"{Path(report.catalog).name}: accuracy vs speed (marker size ~ MB)", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def write_report(report: CompareReport, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``encoders_compare.md``, ``.json`` and ``.png`` into ``out_dir`` (atomically); returns the paths."""
+    from training.artifacts import write_bytes_atomic
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a directory")
+    paths = {ext: out_dir / f"{REPORT_STEM}.{ext}" for ext in ("md", "json", "png")}
+    png = plot_png(report)
+    write_bytes_atomic(paths["json"], (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    write_bytes_atomic(paths["md"], to_markdown(report).encode())
+    write_bytes_atomic(paths["png"], png)
+    return paths
