@@ -81,6 +81,10 @@ TASKS_PER_ACTOR = 4
 #: (bench/embed_ray.py --sweep) but on 2 cores they take the job over the 3 GB budget
 #: (bench/embed_memory.py).
 DEFAULT_THREADS_PER_ACTOR = 2
+# A local Ray's shared-memory object store. The job streams small blocks (ids, paths,
+# vectors), so a few hundred MB is plenty; Ray's default (30% of RAM) only lets
+# memory use grow with the catalog. Blocks beyond it spill to disk.
+LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
 #: Actor restarts / retries of a batch whose actor died, before the job fails.
 DEFAULT_MAX_RETRIES = 3
 
@@ -242,7 +246,7 @@ def _connect(address: str | None) -> bool:
         return False
     if address in (None, LOCAL):
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=True)
+                 log_to_driver=True, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
     else:
         ray.init(address=address, logging_level=logging.WARNING)
     return True

@@ -25,8 +25,10 @@ app = typer.Typer(
 )
 
 from services.cli_encoders import encoders_app  # noqa: E402  (a typer sub-app: `tlrec encoders ...`)
+from services.cli_ab import ab_app  # noqa: E402  (a typer sub-app: `tlrec ab ...`)
 
 app.add_typer(encoders_app, name="encoders")
+app.add_typer(ab_app, name="ab")
 
 logger = logging.getLogger("tlrec")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -184,15 +186,16 @@ def evaluate(
     artifacts: Annotated[Path, typer.Option(help="Artifacts root or version directory.")],
     interactions: Annotated[Path, typer.Option(help="Test interactions (not used in training).")],
     k: Annotated[str, typer.Option(help="Cut-offs, comma-separated.")] = "10,20",
+    report: Annotated[Path | None, typer.Option(help="Write report.md and plots (PNG) into this directory.")] = None,
 ) -> None:
-    """Full-ranking evaluation (seen items excluded) on held-out interactions."""
+    """Full-ranking evaluation (seen items excluded) on held-out interactions, overall and by user activity."""
     from rich.console import Console
 
     from services.jobs import evaluate_job, metrics_table
 
     ks = _parse_ks(k)
-    metrics = evaluate_job(artifacts, interactions, ks)
-    Console().print(metrics_table({str(artifacts): metrics}, ks))
+    results = evaluate_job(artifacts, interactions, ks, report=report)
+    Console().print(metrics_table(results, ks))
 
 
 @app.command()
@@ -201,32 +204,63 @@ def score(
     artifacts: Annotated[Path, typer.Option(help="Artifacts root or version directory.")],
     users: Annotated[Path, typer.Option(help="File with one user id a line.")],
     k: Annotated[int, typer.Option(help="Items per user.")],
-    out: Annotated[Path, typer.Option(help="Output Parquet: user_id, item_id, score, rank.")],
+    out: Annotated[Path, typer.Option(help="Output Parquet: user_id, item_id, score, rank, model_version.")],
     candidates: Annotated[Path | None, typer.Option(help="File with one item id a line: rank only these.")] = None,
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop items seen in training.")] = False,
+    ray_address: Annotated[
+        str, typer.Option(help="Ray cluster to run on: 'local' starts one here; 'auto' or ray://host:port joins one.")
+    ] = "local",
+    no_ray: Annotated[bool, typer.Option("--no-ray", help="Run in this process (small user sets).")] = False,
+    partition_size: Annotated[int, typer.Option(help="Users per partition (one part file, one Ray task).")] = 5000,
 ) -> None:
-    """Batch scoring: top-k for every listed user (unknown users get popular items)."""
-    from services.batch_scoring import score_job
+    """Batch scoring: top-k for every listed user (unknown users get popular items); resumable after a crash."""
+    from services.batch_scoring import ScoringJobError, score_job
 
-    frame = score_job(artifacts, users, k, out, candidates_path=candidates, exclude_seen=exclude_seen)
-    typer.echo(f"{out} ({frame.height} rows)")
+    try:
+        result = score_job(artifacts, users, k, out, candidates_path=candidates, exclude_seen=exclude_seen,
+                           ray_address=None if no_ray else ray_address, partition_size=partition_size)
+    except ScoringJobError as exc:
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{out} ({result.rows} rows)")
 
 
 @app.command()
 @friendly_errors
 def serve(
-    artifacts: Annotated[Path, typer.Option(help="Artifacts root or version directory.")],
+    artifacts: Annotated[
+        Path | None, typer.Option(help="Artifacts root or version directory (else TLREC_ARTIFACTS).")
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Serve without API keys (local experiments only).")
+    ] = False,
+    threads: Annotated[
+        int | None, typer.Option(help="Model calls run at once, one thread each (default: the cores given).")
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn access log).")] = True,
 ) -> None:
-    """Serve recommendations over HTTP (FastAPI + uvicorn)."""
+    """Serve the recommendation API (FastAPI + uvicorn); settings from TLREC_* variables (see README)."""
+    from serving.settings import Settings
+
+    overrides = {"artifacts": artifacts, "insecure": insecure or None, "threads": threads}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    settings.check_secure()  # before any heavy import: refuse fast, and say why
+    if settings.artifacts is None:
+        raise ValueError("--artifacts: required (or set TLREC_ARTIFACTS)")
+    # before numpy/torch/faiss load: their BLAS and OpenMP pools read these once, at load time
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(settings.intra_op_threads))
+
     import uvicorn
 
     from serving.api.app import create_app
     from serving.recommender import ServedModel
 
-    ServedModel.load(artifacts)  # fail fast, with a one-line error, before binding the port
-    uvicorn.run(create_app(artifacts), host=host, port=port, log_level="info")
+    model = ServedModel.load(settings.artifacts)  # fail fast, with a one-line error, before binding the port
+    uvicorn.run(create_app(settings, model), host=host, port=port, log_level="info",
+                access_log=access_log, timeout_graceful_shutdown=10)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -82,7 +82,7 @@ def run_demo(out: Path, n_items: int = 2000, n_users: int = 1000, seed: int = 0,
         console.print(f"{model}: {versions[model]}")
 
     console.rule("[bold]5/5 evaluation on the held-out test events")
-    metrics = {model: evaluate_job(path, test_path, KS) for model, path in versions.items()}
+    metrics = {model: evaluate_job(path, test_path, KS)["all"] for model, path in versions.items()}
     console.print(metrics_table(metrics, KS))
     ratio = metrics["ncf"]["ndcg@10"] / max(metrics["popularity"]["ndcg@10"], 1e-12)
     console.print(f"NCF NDCG@10 / popularity NDCG@10 = [bold]{ratio:.2f}x[/bold]")
@@ -91,7 +91,7 @@ def run_demo(out: Path, n_items: int = 2000, n_users: int = 1000, seed: int = 0,
     _show_samples(console, ServedModel.load(artifacts), catalog, train, files.truth)
     console.print(f"done in {time.perf_counter() - start:.0f}s. Try:\n"
                   f"  tlrec evaluate --artifacts {artifacts} --interactions {test_path}\n"
-                  f"  tlrec serve --artifacts {artifacts}")
+                  f"  TLREC_API_KEYS=dev-key tlrec serve --artifacts {artifacts}   (or --insecure on a laptop)")
     return DemoResult(out, files.catalog, files.interactions, vectors_path, train_path, test_path, artifacts, metrics)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from embeddings.registry import DEFAULTS
@@ -19,6 +20,7 @@ from serving.index import VectorIndex
 from serving.recommender import INDEX_FILE, ServedModel
 from training.artifacts import new_version, sha256_file, staged_version
 from training.data import Columns, load_catalog, load_interactions
+from training.evaluate import evaluate_segments, write_report
 from training.metrics import evaluate_rankings
 from training.models import NCFModel
 from training.train import build_model, train_into
@@ -104,10 +106,13 @@ def evaluate_job(
     interactions_path: Path,
     ks: Sequence[int] = (10, 20),
     exclude_seen: bool = True,
-) -> dict[str, float]:
+    report: Path | None = None,
+) -> dict[str, dict[str, float]]:
     """Rank all items for every user in the test interactions and score the lists.
 
     Users unknown to the model get the popular items (and count, like everyone).
+    Returns ``{"all": metrics, "<segment>": metrics}`` (``training.evaluate``: users
+    by training activity, with novelty); ``report`` writes Markdown + PNG there.
     """
     if not ks or min(ks) < 1:
         raise ValueError(f"--k values must be >= 1, got {list(ks)}")
@@ -120,7 +125,17 @@ def evaluate_job(
     users = test[Columns.USER].unique(maintain_order=True).to_list()
     recs = served.recommend(users, max(ks), exclude_seen=exclude_seen)
     ranked = {r.user_id: r.item_ids for r in recs}
-    return evaluate_rankings(ranked, test, ks=ks, n_items=len(served.items))
+    seen = served.seen.tocoo()
+    train = pl.DataFrame({Columns.USER: np.asarray(served.users.external, dtype=object)[seen.row].tolist(),
+                          Columns.ITEM: np.asarray(served.items.external, dtype=object)[seen.col].tolist()},
+                         schema={Columns.USER: pl.String, Columns.ITEM: pl.String})
+    results = evaluate_segments(ranked, test, train, ks=ks, n_items=len(served.items))
+    if report is not None:
+        path = write_report({served.model.name: results}, report, f"Evaluation of {served.version}", ks,
+                            notes=[f"Test interactions: `{interactions_path}`; full ranking, "
+                                   f"seen items {'excluded' if exclude_seen else 'kept'}."])
+        logger.info("wrote %s", path)
+    return results
 
 
 def metrics_table(rows: dict[str, dict[str, float]], ks: Sequence[int]) -> "rich.table.Table":  # noqa: F821
@@ -132,9 +147,10 @@ def metrics_table(rows: dict[str, dict[str, float]], ks: Sequence[int]) -> "rich
     for model in rows:
         table.add_column(model, justify="right")
     for k in ks:
-        for metric in ("ndcg", "recall", "hit_rate", "map", "coverage"):
+        for metric in ("ndcg", "recall", "hit_rate", "map", "coverage", "novelty"):
             name = f"{metric}@{k}"
-            table.add_row(name, *(f"{m.get(name, float('nan')):.4f}" for m in rows.values()))
+            if any(name in m for m in rows.values()):
+                table.add_row(name, *(f"{m[name]:.4f}" if name in m else "" for m in rows.values()))
     table.add_row("users", *(str(int(m.get("users", 0))) for m in rows.values()))
     return table
 

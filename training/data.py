@@ -39,6 +39,7 @@ __all__ = [
     "IdMap",
     "InteractionData",
     "load_catalog",
+    "load_events",
     "load_interactions",
     "read_table",
 ]
@@ -534,6 +535,49 @@ def load_interactions(
         path.name, out.height, out[C.USER].n_unique(), out[C.ITEM].n_unique(),
     )
     return out
+
+
+def load_events(
+    path: str | Path, required: Sequence[str] = (Columns.USER, Columns.TIMESTAMP),
+    string_columns: Sequence[str] = (),
+) -> pl.DataFrame:
+    """Load a table of timestamped per-user events that are not item interactions.
+
+    For A/B exposures (``user_id, experiment, variant, timestamp``) and outcomes
+    (``user_id, event, value, timestamp``). ``user_id`` becomes a stripped string,
+    ``timestamp`` Int64 epoch seconds (same parsing as :func:`load_interactions`),
+    ``value`` Float64 (null -> 1.0) when present, ``event`` a string (null ->
+    ``"interaction"``) when present; each of ``string_columns`` a stripped,
+    non-empty string. Other columns are kept as read; row order is the file's.
+
+    Raises:
+        DataError: unreadable file, missing required column, null id, empty
+            string in ``string_columns``, unparseable timestamp or value
+            (naming file, row and column).
+    """
+    path = Path(path)
+    C = Columns
+    df = read_table(path, string_columns=(C.USER, C.EVENT, *string_columns))
+    _require_columns(df, list(dict.fromkeys([*required, C.USER, C.TIMESTAMP, *string_columns])), path)
+    df = df.with_row_index(_ROW)
+    df = _ids_to_str(df, C.USER, path)
+    for col in string_columns:
+        df = df.with_columns(pl.col(col).cast(pl.String).str.strip_chars())
+        bad = _first_row(df, pl.col(col).is_null() | (pl.col(col) == ""))
+        if bad is not None:
+            raise DataError.at(path, "missing value (null or empty)", row=bad[0], column=col)
+    bad = _first_row(df, pl.col(C.TIMESTAMP).is_null())
+    if bad is not None:
+        raise DataError.at(path, "missing timestamp (null)", row=bad[0], column=C.TIMESTAMP)
+    df = _timestamps_to_epoch(df, path)
+    if C.VALUE in df.columns:
+        df = _values_to_float(df, path)
+    if C.EVENT in df.columns:
+        df = df.with_columns(
+            pl.col(C.EVENT).cast(pl.String).str.strip_chars().replace("", None)
+            .fill_null(DEFAULT_EVENT).alias(C.EVENT)
+        )
+    return df.drop(_ROW)
 
 
 # --------------------------------------------------------------------------- IdMap

@@ -1,57 +1,135 @@
-"""FastAPI app: the model and index load in ``lifespan``, never at import time.
+"""FastAPI app factory: settings in, app out; the model, index and event log load in ``lifespan``.
 
-First version (a later issue makes it production-grade):
-``GET /recommendations/{user_id}?k=&exclude_seen=`` and ``GET /healthz``.
+Start-up runs in the background so ``/healthz`` answers at once and ``/readyz`` turns 200
+only when the event log is replayed and the model is loaded and warmed up. Errors never
+carry a stack trace to the client: every error body is ``ErrorOut``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Path as PathParam, Query, Request
-from starlette.concurrency import run_in_threadpool
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving.api.schemas import MAX_K, HealthOut, RecommendationsOut, ScoredItem
+from serving.api import service, threads
+from serving.api.batching import MicroBatcher
+from serving.api.deps import ServiceState
+from serving.api.middleware import BodyLimitMiddleware
+from serving.api.routes import admin, events, health, recommendations
+from serving.events import EventLog, FreshEvents
+from serving.metrics import Metrics, MetricsMiddleware
 from serving.recommender import ServedModel
+from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+API_VERSION = "1.0.0"
 
-def create_app(artifacts: Path) -> FastAPI:
-    """An app serving the artifact version that ``artifacts`` names (dir or root with ``current``)."""
+
+def create_app(settings: Settings | Path, model: ServedModel | None = None) -> FastAPI:
+    """An app serving ``settings.artifacts`` (a root with ``current``, or one version dir).
+
+    ``settings`` may be a path (other settings from the environment). ``model``: an
+    already loaded version (``tlrec serve`` loads it first to fail fast). Raises
+    ``InsecureConfigError`` when no API key is set and ``insecure`` is off.
+    """
+    if not isinstance(settings, Settings):
+        settings = Settings(artifacts=Path(settings))
+    settings.check_secure()
+    if not settings.has_keys:
+        logger.warning("serving WITHOUT authentication (--insecure): anyone who reaches the port can use every route")
+    metrics = Metrics()
+    model_threads = threads.ModelThreads(settings.threads)
+    batcher = MicroBatcher(service.run_user_batch, settings.max_batch, settings.threads,
+                           on_batch=metrics.batch_size.observe, offload=model_threads.call)
+    fresh = FreshEvents(settings.fresh_per_user, settings.fresh_max_users)
+    state = ServiceState(settings, metrics, fresh, batcher, model_threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.model = await run_in_threadpool(ServedModel.load, Path(artifacts))
-        yield
+        threads.configure(settings.intra_op_threads)
+        logger.info("model work: up to %d calls at once, %d torch/FAISS thread(s) each", settings.threads,
+                    settings.intra_op_threads)
+        task = asyncio.create_task(_start(state, model))
+        try:
+            yield
+        finally:
+            task.cancel()
+            model_threads.shutdown()
+            if state.events is not None:
+                state.events.close()
 
-    app = FastAPI(title="tlrec", version="0.1.0", lifespan=lifespan)
-
-    def served(request: Request) -> ServedModel:
-        model = getattr(request.app.state, "model", None)
-        if model is None:
-            raise HTTPException(status_code=503, detail="model not loaded")
-        return model
-
-    @app.get("/healthz", response_model=HealthOut)
-    async def healthz(request: Request) -> HealthOut:
-        model = getattr(request.app.state, "model", None)
-        return HealthOut(status="ok", model_version=model.version if model else None)
-
-    @app.get("/recommendations/{user_id}", response_model=RecommendationsOut)
-    async def recommendations(
-        request: Request,
-        user_id: Annotated[str, PathParam(min_length=1, max_length=256)],
-        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-        exclude_seen: bool = True,
-    ) -> RecommendationsOut:
-        model = served(request)
-        (rec,) = await run_in_threadpool(model.recommend, [user_id], k, exclude_seen)
-        items = [ScoredItem(item_id=i, score=s, rank=r) for i, s, r in zip(rec.item_ids, rec.scores, rec.ranks)]
-        return RecommendationsOut(user_id=user_id, items=items, source=rec.source, model_version=model.version)
-
+    app = FastAPI(
+        title="tlrec", version=API_VERSION, lifespan=lifespan,
+        description="Recommendations (FAISS retrieve -> NCF rank), event ingestion, hot model reload.",
+    )
+    app.state.service = state
+    for router in (health.router, recommendations.router, events.router, admin.router):
+        app.include_router(router)
+    _add_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
     return app
+
+
+async def _start(state: ServiceState, model: ServedModel | None) -> None:
+    """Replay the event log, load and warm the model, then mark the service ready."""
+    settings = state.settings
+    try:
+        state.not_ready_reason = "replaying the event log"
+        log = EventLog(settings.resolved_events_dir, on_batch=state.fresh.add)
+        await anyio.to_thread.run_sync(log.open)
+        state.events = log
+        state.not_ready_reason = "loading the model"
+        async with state.reload_lock:
+            if model is None:
+                model = await anyio.to_thread.run_sync(threads.run, service.load_and_warm, settings.artifacts)
+            else:
+                await anyio.to_thread.run_sync(threads.run, model.warm_up)
+            if state.model is None:  # a reload may have won the race
+                state.model = model
+        state.metrics.set_version(state.model.version)
+        state.ready, state.not_ready_reason = True, None
+        state.metrics.ready.set(1)
+        logger.info("ready: serving %s, events in %s", state.model.version, log.path)
+    except Exception as exc:  # noqa: BLE001 - stay alive but not ready; /readyz says why
+        state.not_ready_reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        logger.error("start-up failed: %s", state.not_ready_reason, exc_info=exc)
+
+
+def _error(status: int, message: str, detail: list[dict[str, str]] | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "detail": detail}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [
+            {"loc": ".".join(str(p) for p in err.get("loc", ())), "msg": str(err.get("msg", "")),
+             "type": str(err.get("type", ""))}
+            for err in exc.errors()
+        ][:50]
+        first = detail[0] if detail else {"loc": "request", "msg": "invalid"}
+        more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        return _error(422, f"{first['loc']}: {first['msg']}{more}"[:500], detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # the framework's "error parsing the body" (e.g. not UTF-8): invalid input
+            detail = [{"loc": "body", "msg": str(exc.detail), "type": "json_invalid"}]
+            return _error(422, "body: not valid JSON (UTF-8)", detail)
+        return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal error (logged on the server)")

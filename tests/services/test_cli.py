@@ -110,7 +110,8 @@ def test_train_embeds_itself_then_score_exclude_seen(movielens, tmp_path):
     out = tmp_path / "recs.parquet"
     run_tlrec("score", "--artifacts", artifacts, "--users", users, "--k", "2", "--out", out, "--exclude-seen")
     recs = pl.read_parquet(out)
-    assert recs.columns == ["user_id", "item_id", "score", "rank"]
+    assert recs.columns == ["user_id", "item_id", "score", "rank", "model_version"]
+    assert set(recs["model_version"]) == {version.name}
     assert recs.group_by("user_id").len().sort("user_id").rows() == [("1", 2), ("2", 2), ("3", 2), ("new-user", 2)]
     seen = pl.read_parquet(movielens / "interactions.parquet").select("user_id", "item_id")
     assert recs.join(seen, on=["user_id", "item_id"]).height == 0
@@ -129,9 +130,14 @@ def test_popularity_score_with_candidates(movielens, tmp_path):
     assert set(recs["item_id"]) <= {"2", "5", "6"} and recs.height == 6
 
 
-def test_evaluate_prints_table(world):
-    proc = run_tlrec("evaluate", "--artifacts", world.artifacts, "--interactions", world.test, "--k", "5,10")
-    assert "ndcg@5" in proc.stdout and "recall@10" in proc.stdout
+def test_evaluate_prints_table_and_writes_report(world, tmp_path):
+    report = tmp_path / "report"
+    proc = run_tlrec("evaluate", "--artifacts", world.artifacts, "--interactions", world.test, "--k", "5,10",
+                     "--report", report)
+    assert "ndcg@5" in proc.stdout and "recall@10" in proc.stdout and "novelty@10" in proc.stdout
+    text = (report / "report.md").read_text()
+    assert "by user activity" in text and "| ncf |" in text
+    assert (report / "segments_ndcg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_embed_command(world, tmp_path):

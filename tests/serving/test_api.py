@@ -1,77 +1,218 @@
-"""The HTTP API on a real uvicorn server (127.0.0.1, bounded request loops)."""
+"""The /v1 API on a real uvicorn server (127.0.0.1, bounded request loops)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
+import json
 import time
-from collections.abc import Iterator
+import uuid
 
-import httpx
+import polars as pl
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serving.api.schemas import MAX_K
 
 
-@pytest.fixture(scope="module")
-def server(world) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve", "--artifacts", str(world.artifacts),
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):  # bounded: at most ~60 s
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("server did not come up in 60 s")
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def _train(world) -> pl.DataFrame:
+    return pl.read_parquet(world.train)
 
 
-def test_healthz_names_version(server, world):
-    body = httpx.get(f"{server}/healthz").json()
-    assert body == {"status": "ok", "model_version": world.ncf_version.name}
+def _known_user(world, n: int = 0) -> tuple[str, set[str]]:
+    train = _train(world)
+    user = train["user_id"].unique().sort()[n]
+    return user, set(train.filter(pl.col("user_id") == user)["item_id"])
 
 
-def test_recommendations_for_known_user(server, world):
-    import polars as pl
+def _ids(body: dict) -> list[str]:
+    return [i["item_id"] for i in body["items"]]
 
-    train = pl.read_parquet(world.train)
-    user = train["user_id"][0]
-    seen = set(train.filter(pl.col("user_id") == user)["item_id"])
-    body = httpx.get(f"{server}/recommendations/{user}", params={"k": 7}).json()
-    assert body["source"] == "model" and body["user_id"] == user
+
+def test_health_and_ready(api, world):
+    import httpx
+
+    assert httpx.get(f"{api.base}/healthz").json() == {"status": "ok", "model_version": world.ncf_version.name}
+    ready = httpx.get(f"{api.base}/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_user_recommendations(user, world):
+    uid, seen = _known_user(world)
+    r = user.get(f"/v1/users/{uid}/recommendations", params={"k": 7})
+    body = r.json()
+    assert r.status_code == 200, body
+    assert body["source"] == "model" and body["fallback_reason"] is None and body["user_id"] == uid
+    assert body["model_version"] == world.ncf_version.name
     assert [i["rank"] for i in body["items"]] == list(range(1, 8))
-    assert not seen & {i["item_id"] for i in body["items"]}
+    assert not seen & set(_ids(body))
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True)
 
 
-def test_unknown_user_falls_back_to_popular(server):
-    body = httpx.get(f"{server}/recommendations/someone-new", params={"k": 3}).json()
-    assert body["source"] == "popular" and len(body["items"]) == 3
+def test_exclude_seen_false_may_return_seen_items(user, world):
+    uid, _ = _known_user(world)
+    body = user.get(f"/v1/users/{uid}/recommendations", params={"k": 50, "exclude_seen": "false"}).json()
+    assert len(body["items"]) == 50 and body["source"] == "model"
 
 
-@pytest.mark.parametrize("k", [0, -1, 100_000, "ten"])
-def test_bad_k_is_422(server, k):
-    assert httpx.get(f"{server}/recommendations/u0001", params={"k": k}).status_code == 422
+def test_unknown_user_gets_popular_marked(user):
+    body = user.get("/v1/users/someone-new/recommendations", params={"k": 3}).json()
+    assert body["source"] == "popular" and body["fallback_reason"] == "unknown_user" and len(body["items"]) == 3
+
+
+@pytest.mark.parametrize("k", [0, -1, MAX_K + 1, "ten"])
+def test_bad_k_is_422_with_message(user, k):
+    r = user.get("/v1/users/u0001/recommendations", params={"k": k})
+    assert r.status_code == 422
+    assert r.json()["error"].startswith("query.k:")
+
+
+def test_history_recommendations(user, world):
+    _, seen = _known_user(world, 3)
+    history = sorted(seen)[:5]
+    exclude = ["definitely-not-an-item"]
+    r = user.post("/v1/recommendations", json={
+        "history": [{"item_id": i, "weight": 1.0 + n, "timestamp": 1_700_000_000 + n} for n, i in enumerate(history)],
+        "k": 8, "filters": {"exclude_items": exclude},
+    })
+    body = r.json()
+    assert r.status_code == 200, body
+    assert body["source"] == "history" and body["user_id"] == "" and len(body["items"]) == 8
+    assert not set(history) & set(_ids(body))
+    # filters: exclude the first answer, and the rest moves up
+    again = user.post("/v1/recommendations", json={
+        "history": [{"item_id": i} for i in history], "k": 8, "filters": {"exclude_items": _ids(body)[:1]},
+    }).json()
+    assert _ids(body)[0] not in _ids(again)
+
+
+def test_history_with_candidates_ranks_only_them(user, world):
+    _, seen = _known_user(world, 4)
+    catalog = pl.read_parquet(world.catalog)["item_id"].to_list()
+    candidates = [i for i in catalog if i not in seen][:6]
+    body = user.post("/v1/recommendations", json={
+        "history": [{"item_id": i} for i in sorted(seen)[:3]], "k": 4, "candidates": candidates,
+    }).json()
+    assert set(_ids(body)) <= set(candidates) and len(body["items"]) == 4
+
+
+def test_history_of_unknown_items_falls_back_to_popular(user):
+    body = user.post("/v1/recommendations", json={"history": [{"item_id": "nope"}], "k": 5}).json()
+    assert body["source"] == "popular" and body["fallback_reason"] == "no_known_items" and len(body["items"]) == 5
+
+
+def test_similar_items(user, world):
+    item = pl.read_parquet(world.catalog)["item_id"][0]
+    body = user.get(f"/v1/items/{item}/similar", params={"k": 5}).json()
+    assert body["source"] == "model" and len(body["items"]) == 5 and item not in _ids(body)
+    r = user.get("/v1/items/no-such-item/similar")
+    assert r.status_code == 404 and "no-such-item" in r.json()["error"]
+
+
+def test_events_change_next_recommendations_at_once(user, world):
+    uid, _ = _known_user(world, 5)
+    before = _ids(user.get(f"/v1/users/{uid}/recommendations", params={"k": 10}).json())
+    events = [{"user_id": uid, "item_id": i, "event": "click", "timestamp": 1_800_000_000} for i in before[:3]]
+    ack = user.post("/v1/events", json={"events": events}, headers={"Idempotency-Key": uuid.uuid4().hex})
+    assert ack.status_code == 200 and ack.json()["accepted"] == 3 and ack.json()["duplicate"] is False
+    after = user.get(f"/v1/users/{uid}/recommendations", params={"k": 10}).json()
+    assert after["source"] == "model"
+    assert not set(before[:3]) & set(_ids(after)), "fresh events count as seen at once"
+
+
+def test_events_for_a_new_user_personalise_from_history(user, world):
+    uid = f"brand-new-{uuid.uuid4().hex[:8]}"
+    assert user.get(f"/v1/users/{uid}/recommendations").json()["source"] == "popular"
+    _, seen = _known_user(world, 6)
+    events = [{"user_id": uid, "item_id": i} for i in sorted(seen)[:4]] + [{"user_id": uid, "item_id": "new-item-x"}]
+    ack = user.post("/v1/events", json={"events": events}).json()
+    assert ack["unknown_items"] == 1 and ack["accepted"] == 5
+    body = user.get(f"/v1/users/{uid}/recommendations").json()
+    assert body["source"] == "history" and not set(sorted(seen)[:4]) & set(_ids(body))
+
+
+def test_event_retry_is_acknowledged_once_and_key_reuse_conflicts(user):
+    key = uuid.uuid4().hex
+    batch = {"events": [{"user_id": "retry-user", "item_id": "x1", "timestamp": 1}]}
+    first = user.post("/v1/events", json=batch, headers={"Idempotency-Key": key}).json()
+    again = user.post("/v1/events", json=batch, headers={"Idempotency-Key": key}).json()
+    assert first["duplicate"] is False and again == {**first, "duplicate": True}
+    other = {"events": [{"user_id": "retry-user", "item_id": "x2", "timestamp": 1}]}
+    r = user.post("/v1/events", json=other, headers={"Idempotency-Key": key})
+    assert r.status_code == 409 and "idempotency key" in r.json()["error"]
+
+
+def test_retry_of_a_batch_without_timestamps_is_a_duplicate(user):
+    key = uuid.uuid4().hex
+    batch = {"events": [{"user_id": "no-time-user", "item_id": "x1"}]}  # the server stamps "now"
+    first = user.post("/v1/events", json=batch, headers={"Idempotency-Key": key}).json()
+    time.sleep(1.1)
+    again = user.post("/v1/events", json=batch, headers={"Idempotency-Key": key})
+    assert again.status_code == 200 and again.json() == {**first, "duplicate": True}
+
+
+@pytest.mark.parametrize("body", [
+    {"events": []},
+    {"events": [{"user_id": "", "item_id": "a"}]},
+    {"events": [{"user_id": "u", "item_id": "a", "value": "NaN"}]},
+    {"events": [{"user_id": "u", "item_id": "a", "surprise": 1}]},
+    {"events": [{"user_id": "u", "item_id": "a"}] * 1001},
+])
+def test_bad_events_are_422(user, body):
+    r = user.post("/v1/events", json=body)
+    assert r.status_code == 422 and r.json()["error"]
+
+
+def test_body_over_limit_is_413_declared_or_chunked(user):
+    big = json.dumps({"history": [{"item_id": "x" * 200}] * 6000}).encode()  # ~1.3 MiB
+    assert len(big) > 1 << 20
+    declared = user.post("/v1/recommendations", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and "bytes" in declared.json()["error"]
+
+    def chunks():
+        for i in range(0, len(big), 64 << 10):
+            yield big[i : i + (64 << 10)]
+
+    chunked = user.post("/v1/recommendations", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+    ok = json.dumps({"events": [{"user_id": "size-user", "item_id": "i" * 100}] * 1000}).encode()
+    assert 100_000 < len(ok) < 1 << 20
+    assert user.post("/v1/events", content=ok, headers={"content-type": "application/json"}).status_code == 200
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b"[]", b'{"k": 10, "history": "abc"}'])
+def test_malformed_bodies_are_422_without_traces(user, content):
+    r = user.post("/v1/recommendations", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert set(r.json()) == {"error", "detail"} and "Traceback" not in r.text
+
+
+def test_metrics_in_prometheus_format(api, user, world):
+    import httpx
+
+    user.get("/v1/users/metrics-unknown-user/recommendations")
+    r = httpx.get(f"{api.base}/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert f'tlrec_model_info{{version="{world.ncf_version.name}"}} 1.0' in text
+    assert 'tlrec_request_duration_seconds_bucket{le="0.005",route="/v1/users/{user_id}/recommendations"}' in text
+    assert 'tlrec_fallbacks_total{endpoint="user",reason="unknown_user"}' in text
+    assert 'tlrec_requests_total{method="GET",route="/v1/users/{user_id}/recommendations",status="200"}' in text
+    assert "tlrec_ready 1.0" in text
+
+
+def test_openapi_describes_every_request_and_response(api):
+    import httpx
+
+    spec = httpx.get(f"{api.base}/openapi.json").json()
+    ops = {(m.upper(), p): op for p, item in spec["paths"].items() for m, op in item.items()}
+    expected = {("GET", "/v1/users/{user_id}/recommendations"), ("POST", "/v1/recommendations"),
+                ("GET", "/v1/items/{item_id}/similar"), ("POST", "/v1/events"), ("POST", "/v1/admin/reload"),
+                ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/v1/ping")}
+    assert expected <= set(ops)
+    for key, op in ops.items():
+        for status, resp in op["responses"].items():
+            assert resp.get("content"), f"{key} {status} has no response schema"
+        if key[0] == "POST" and key[1] != "/v1/admin/reload":
+            assert op["requestBody"]["content"]["application/json"]["schema"]
+        if key[1].startswith("/v1/"):
+            assert "401" in op["responses"], f"{key} does not document 401"
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 
 from training.data import Columns, IdMap, InteractionData
 from training.models import MODELS, NCFConfig, NCFModel, PopularityModel, get_model_class
@@ -51,7 +52,7 @@ def _group_data(cold_items_per_group: int = 0) -> tuple[InteractionData, np.ndar
 def _fit(name: str, data: InteractionData, content: np.ndarray):
     cls = get_model_class(name)
     if cls is NCFModel:
-        model = NCFModel(NCFConfig(dim=16, content_hidden=32, epochs=60, batch_size=64, negatives=32,
+        model = NCFModel(NCFConfig(dim=16, content_hidden=32, epochs=60, batch_users=16,
                                    val_fraction=0.0, progress=False, lr=1e-2))
     else:
         model = cls()
@@ -182,3 +183,48 @@ def test_unknown_config_key_is_an_error():
 def test_unknown_model_names_allowed():
     with pytest.raises(ValueError, match="ncf, popularity"):
         get_model_class("bert4rec")
+
+
+def test_history_of_a_known_user_matches_their_recommendations(fitted, group_data):
+    """A user's own training history, sent as an ad-hoc history, gives their list (history models)."""
+    name, model = fitted
+    data, _, _ = group_data
+    if not model.recommends_from_history:
+        with pytest.raises(NotImplementedError):
+            model.recommend_history(data.seen()[:1], 3)
+        return
+    users = np.arange(0, data.n_users, 5)
+    history = data.seen()[users]
+    by_user, _ = model.recommend(users, 3, exclude=data.seen())
+    by_history, _ = model.recommend_history(history, 3)
+    agree = np.mean(by_user[:, 0] == by_history[:, 0])
+    # item-based models score a history exactly as the user; LightFM folds the user in (approximate)
+    assert agree >= (0.7 if name == "lightfm" else 1.0), f"{name}: top item agrees for {agree:.0%} of users"
+
+
+def test_ad_hoc_history_recommends_its_group(fitted, group_data):
+    """A new user who saw 3 items of a group gets the group's other items first (popularity excepted)."""
+    name, model = fitted
+    data, _, _ = group_data
+    if not model.recommends_from_history or name == "popularity":
+        return
+    hits = 0
+    for g in range(N_GROUPS):
+        items = np.arange(g * ITEMS_PER_GROUP, g * ITEMS_PER_GROUP + 3)
+        history = sp.csr_matrix((np.ones(3), (np.zeros(3, int), items)), shape=(1, data.n_items))
+        recs, _ = model.recommend_history(history, 3)
+        assert not set(recs[0].tolist()) & set(items.tolist()), f"{name}: history items recommended again"
+        hits += int(np.all(recs[0] // ITEMS_PER_GROUP == g))
+    assert hits >= N_GROUPS - 1, f"{name}: only {hits} of {N_GROUPS} groups recovered from a history"
+
+
+def test_history_batch_equals_one_by_one(fitted, group_data):
+    name, model = fitted
+    data, _, _ = group_data
+    if not model.recommends_from_history:
+        return
+    history = data.seen()[:6]
+    batch, _ = model.recommend_history(history, 4)
+    for r in range(6):
+        single, _ = model.recommend_history(history[r], 4)
+        np.testing.assert_array_equal(single[0], batch[r])

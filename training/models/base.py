@@ -47,13 +47,16 @@ class Recommender(ABC):
 
     Capability flags tell callers what the model can do:
     ``recommends_for_cold_items`` (items without training interactions get meaningful
-    scores, e.g. through content) and ``recommends_for_cold_users``.
+    scores, e.g. through content), ``recommends_for_cold_users`` and
+    ``recommends_from_history`` (an ad-hoc history of item ids, e.g. a new or anonymous
+    user, or a known user's newest events, gets recommendations without retraining).
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type[ModelConfig]]
     recommends_for_cold_items: ClassVar[bool] = False
     recommends_for_cold_users: ClassVar[bool] = False
+    recommends_from_history: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -128,16 +131,44 @@ class Recommender(ABC):
             raise ValueError(f"k must be >= 1, got {k}")
         users = np.asarray(user_idx, dtype=np.int64)
         scores = self.score(users, candidates).astype(np.float32, copy=True)
-        item_ids = (
-            np.arange(self.n_items, dtype=np.int64)
-            if candidates is None
-            else np.asarray(candidates, dtype=np.int64)
-        )
-        if exclude is not None:
-            seen = exclude[users][:, item_ids] if candidates is not None else exclude[users]
-            seen = seen.tocoo()
-            scores[seen.row, seen.col] = -np.inf
-        return top_k(scores, k, item_ids)
+        return masked_top_k(scores, k, None if exclude is None else exclude[users], candidates)
+
+    # ------------------------------------------------------------- histories
+    def score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None = None) -> np.ndarray:
+        """Scores float32 ``[n, n_items]`` (or ``[n, len(item_idx)]``) for ad-hoc histories.
+
+        ``history`` is csr ``[n, n_items]``: one row per (possibly unknown) user, the item's
+        weight as value (1.0 = one interaction). An empty row gets the model's prior.
+        Raises NotImplementedError when ``recommends_from_history`` is False.
+        """
+        self._check_fitted()
+        if not self.recommends_from_history:
+            raise NotImplementedError(f"{self.name}: cannot recommend from an ad-hoc history")
+        history = sp.csr_matrix(history, dtype=np.float32)
+        if history.shape[1] != self.n_items:
+            raise ValueError(f"{self.name}: history has {history.shape[1]} item columns, expected {self.n_items}")
+        items = None if item_idx is None else np.asarray(item_idx, dtype=np.int64)
+        return self._score_history(history, items)
+
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def recommend_history(
+        self,
+        history: sp.csr_matrix,
+        k: int,
+        exclude_history: bool = True,
+        candidates: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k for ad-hoc histories (csr ``[n, n_items]``); same return as ``recommend``.
+
+        ``exclude_history`` drops the items in each history from its list.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        history = sp.csr_matrix(history, dtype=np.float32)
+        scores = self.score_history(history, candidates).astype(np.float32, copy=True)
+        return masked_top_k(scores, k, history if exclude_history else None, candidates)
 
     # --------------------------------------------------------------- save/load
     def save(self, directory: Path) -> None:
@@ -170,6 +201,21 @@ class Recommender(ABC):
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise NotFittedError(f"{self.name}: call fit() or load() first")
+
+
+def masked_top_k(
+    scores: np.ndarray, k: int, exclude: sp.csr_matrix | None, candidates: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of ``scores`` ``[n, m]`` after masking ``exclude`` (csr ``[n, n_items]``, non-zeros dropped).
+
+    Columns are all items (``candidates`` None) or the given ``candidates`` ``[m]``.
+    ``scores`` is modified in place.
+    """
+    item_ids = np.arange(scores.shape[1], dtype=np.int64) if candidates is None else np.asarray(candidates, np.int64)
+    if exclude is not None:
+        seen = (exclude[:, item_ids] if candidates is not None else exclude).tocoo()
+        scores[seen.row, seen.col] = -np.inf
+    return top_k(scores, k, item_ids)
 
 
 def top_k(scores: np.ndarray, k: int, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ import logging
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from training.data import InteractionData
@@ -48,6 +49,7 @@ class ContentProfileModel(Recommender):
 
     name = "content"
     config_class = ContentProfileConfig
+    recommends_from_history = True
     recommends_for_cold_items = True
 
     config: ContentProfileConfig
@@ -69,6 +71,11 @@ class ContentProfileModel(Recommender):
     def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
         items = self.item_vectors if item_idx is None else self.item_vectors[item_idx]
         return (self.profiles[user_idx] @ items.T).astype(np.float32, copy=False)
+
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
+        profiles = _unit_rows(np.asarray(history @ self.item_vectors, dtype=np.float32))
+        items = self.item_vectors if item_idx is None else self.item_vectors[item_idx]
+        return (profiles @ items.T).astype(np.float32, copy=False)
 
     def _state(self) -> dict[str, torch.Tensor]:
         return {"item_vectors": torch.from_numpy(self.item_vectors), "profiles": torch.from_numpy(self.profiles)}

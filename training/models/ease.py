@@ -134,6 +134,7 @@ class EASEModel(Recommender):
 
     name = "ease"
     config_class = EASEConfig
+    recommends_from_history = True
 
     config: EASEConfig
 
@@ -200,8 +201,17 @@ class EASEModel(Recommender):
 
     # -------------------------------------------------------------- scoring
     def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
-        assert self.weights is not None and self.active is not None and self.user_items is not None
-        x = self.user_items[user_idx]
+        assert self.user_items is not None
+        return self._score_rows(self.user_items[user_idx], item_idx)
+
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
+        assert self.active is not None
+        return self._score_rows(history[:, self.active], item_idx)
+
+    def _score_rows(self, x: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
+        """Scores for user rows ``x`` (csr ``[n, n_active]``): ``x @ B`` placed into item columns."""
+        assert self.weights is not None and self.active is not None
+        user_idx = np.arange(x.shape[0])
         if item_idx is None:
             out = np.zeros((len(user_idx), self.n_items), np.float32)
             out[:, self.active] = x @ self.weights

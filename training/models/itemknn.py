@@ -84,6 +84,7 @@ class ItemKNNModel(Recommender):
 
     name = "itemknn"
     config_class = ItemKNNConfig
+    recommends_from_history = True
 
     config: ItemKNNConfig
 
@@ -102,6 +103,11 @@ class ItemKNNModel(Recommender):
         assert self.similarity is not None and self.user_items is not None
         sim = self.similarity if item_idx is None else self.similarity[:, item_idx]
         return np.asarray((self.user_items[user_idx] @ sim).toarray(), dtype=np.float32)
+
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
+        assert self.similarity is not None
+        sim = self.similarity if item_idx is None else self.similarity[:, item_idx]
+        return np.asarray((history @ sim).toarray(), dtype=np.float32)
 
     def _state(self) -> dict[str, torch.Tensor]:
         assert self.similarity is not None and self.user_items is not None

@@ -85,6 +85,7 @@ class LightFMModel(Recommender):
 
     name = "lightfm"
     config_class = LightFMConfig
+    recommends_from_history = True
     recommends_for_cold_items = _ColdItemsFlag()  # type: ignore[assignment]
 
     config: LightFMConfig
@@ -185,6 +186,15 @@ class LightFMModel(Recommender):
         out += bias[None, :]
         out += self.params["user_biases"][user_idx][:, None]
         return out.astype(np.float32, copy=False)
+
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
+        """Fold-in: the user vector is the weighted mean of the history's item representations."""
+        assert self._item_repr is not None and self._item_bias is not None
+        weights = np.asarray(history.sum(axis=1), np.float32)
+        users = np.asarray(history @ self._item_repr, np.float32) / np.maximum(weights, 1e-9)
+        items = self._item_repr if item_idx is None else self._item_repr[item_idx]
+        bias = self._item_bias if item_idx is None else self._item_bias[item_idx]
+        return (users @ items.T + bias[None, :]).astype(np.float32, copy=False)
 
     # ------------------------------------------------------------ save/load
     def _state(self) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from training.data import InteractionData
@@ -21,6 +22,8 @@ class PopularityModel(Recommender):
     name = "popularity"
     config_class = PopularityConfig
     recommends_for_cold_users = True
+    recommends_from_history = True
+    recommends_for_cold_users = True
 
     config: PopularityConfig
 
@@ -32,6 +35,9 @@ class PopularityModel(Recommender):
     def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
         row = self.item_scores if item_idx is None else self.item_scores[item_idx]
         return np.broadcast_to(row, (len(user_idx), row.shape[0]))
+
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
+        return self._score(np.zeros(history.shape[0], np.int64), item_idx)
 
     def _state(self) -> dict[str, torch.Tensor]:
         return {"item_scores": torch.from_numpy(self.item_scores)}

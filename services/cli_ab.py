@@ -1,0 +1,196 @@
+"""``tlrec ab ...``: the A/B test harness (assign, analyze, replay, validate).
+
+A typer sub-app; ``services/cli.py`` mounts it with ``app.add_typer(ab_app, name="ab")``.
+Expected failures (a missing column, an unknown variant, weights that do not sum
+to 1, a corrupt YAML file) go through ``services.cli.friendly_errors``: one line
+``error: ...`` on stderr and exit code 2. ``--json`` prints exactly one JSON
+object on stdout (logs go to stderr).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+ab_app = typer.Typer(
+    name="ab",
+    help="A/B tests: assign users, analyse exposures and outcomes, replay artifacts offline.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ExperimentArg = Annotated[Path, typer.Argument(help="Experiment YAML file.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+OutOpt = Annotated[Path | None, typer.Option(help="Folder for report.md, analysis.json and the PNG plots.")]
+LooksOpt = Annotated[int, typer.Option(help="Looks of the sequential (mSPRT) test, equally spaced in time.")]
+
+
+def _friendly(func: F) -> F:
+    """``services.cli.friendly_errors``, imported when the command runs (cli.py imports this module)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from services.cli import friendly_errors
+
+        return friendly_errors(func)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200, soft_wrap=False)
+
+
+def _emit(analysis: Any, as_json: bool, out: Path | None, title: str) -> None:
+    from services.ab.report import rich_tables, write_report
+
+    report = write_report(analysis, out, title) if out is not None else None
+    if as_json:
+        typer.echo(json.dumps(analysis.to_dict(), allow_nan=False))
+        return
+    console = _console()
+    for table in rich_tables(analysis):
+        console.print(table)
+    for key in ("interleaving",):
+        if key in analysis.extra:
+            _interleaving_table(console, analysis.extra[key]["rows"])
+    if report is not None:
+        console.print(f"report: {report}")
+
+
+def _interleaving_table(console: Any, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="team-draft interleaving (each user sees both rankings)")
+    for col in ("variant", "vs", "users", "wins", "losses", "ties", "win share", "interval", "p-value"):
+        table.add_column(col, justify="left" if col in ("variant", "vs") else "right")
+    for r in rows:
+        table.add_row(r["variant"], r["control"], str(r["users"]), str(r["wins"]), str(r["losses"]), str(r["ties"]),
+                      f"{r['win_share']:.4f}", f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]", f"{r['p_value']:.3g}",
+                      style="bold" if r["significant"] else "")
+    console.print(table)
+
+
+@ab_app.command()
+@_friendly
+def validate(experiment: ExperimentArg) -> None:
+    """Check an experiment file and print it as parsed (defaults filled in)."""
+    from serving.experiments import load_experiment
+
+    typer.echo(load_experiment(experiment).model_dump_json(indent=2))
+
+
+@ab_app.command()
+@_friendly
+def assign(
+    experiment: ExperimentArg,
+    users: Annotated[Path, typer.Option(help="File with one user id a line.")],
+    out: Annotated[Path, typer.Option(help="Output Parquet: user_id, experiment, variant (users in the traffic).")],
+) -> None:
+    """Assign users to variants with the stable hash the API uses."""
+    from rich.table import Table
+
+    from serving.experiments import load_experiment
+    from services.ab.assignment import assign_job
+
+    exp = load_experiment(experiment)
+    frame, counts = assign_job(exp, users, out)
+    table = Table(title=f"{exp.name}: users per variant")
+    table.add_column("variant")
+    table.add_column("users", justify="right")
+    table.add_column("weight", justify="right")
+    for name, n in counts.items():
+        table.add_row(name, str(n), f"{exp.weights[name]:g}" if name in exp.weights else "")
+    console = _console()
+    console.print(table)
+    console.print(f"{out} ({frame.height} rows)")
+
+
+@ab_app.command()
+@_friendly
+def analyze(
+    experiment: ExperimentArg,
+    exposures: Annotated[Path, typer.Option(help="Exposures: user_id, experiment, variant, timestamp.")],
+    outcomes: Annotated[Path, typer.Option(help="Outcome events: user_id, event, value, timestamp.")],
+    pre_period: Annotated[Path | None, typer.Option(help="Pre-period events (same columns) for CUPED.")] = None,
+    as_json: JsonOpt = False,
+    out: OutOpt = None,
+    looks: LooksOpt = 20,
+) -> None:
+    """Effects per variant with intervals, SRM check, CUPED, sequential test; Markdown + PNG with --out."""
+    from serving.experiments import load_experiment
+    from services.ab.analysis import analyze as run
+    from services.ab.events import load_exposures, load_outcomes
+
+    exp = load_experiment(experiment)
+    result = run(load_exposures(exposures, exp), load_outcomes(outcomes),
+                 exp, load_outcomes(pre_period, "pre-period") if pre_period is not None else None, looks=looks)
+    _emit(result, as_json, out, f"A/B test {exp.name}")
+
+
+@ab_app.command()
+@_friendly
+def replay(
+    experiment: ExperimentArg,
+    interactions: Annotated[Path, typer.Option(help="Logged interactions after the artifacts' training data.")],
+    artifacts: Annotated[
+        Path | None, typer.Option(help="Artifacts root the variants' `artifact` names are versions of.")
+    ] = None,
+    k: Annotated[int, typer.Option(help="Length of each recommended list.")] = 10,
+    since: Annotated[
+        str | None, typer.Option(help="Only interactions at/after this time (epoch seconds or ISO-8601).")
+    ] = None,
+    as_json: JsonOpt = False,
+    out: OutOpt = None,
+    looks: LooksOpt = 20,
+) -> None:
+    """Offline lift of each variant's artifact over control: replayed A/B test and team-draft interleaving."""
+    import polars as pl
+
+    from serving.experiments import load_experiment
+    from services.ab.replay import load_models, replay as run
+    from services.files import write_parquet_atomic
+    from training.data import Columns, load_interactions
+
+    if k < 1:
+        raise ValueError(f"--k must be >= 1, got {k}")
+    exp = load_experiment(experiment)
+    holdout = load_interactions(interactions)
+    if since is not None:
+        cutoff = _parse_time(since)
+        holdout = holdout.filter(pl.col(Columns.TIMESTAMP) >= cutoff)
+        if holdout.height == 0:
+            raise ValueError(f"{interactions.name}: no interactions at or after --since {since}")
+    models = load_models(exp, artifacts, experiment.resolve().parent)
+    result, data = run(exp, models, holdout, k=k, looks=looks)
+    if out is not None:
+        write_parquet_atomic(data.exposures, out / "replay_exposures.parquet")
+        write_parquet_atomic(data.outcomes, out / "replay_outcomes.parquet")
+    _emit(result, as_json, out, f"Offline replay of {exp.name}")
+
+
+def _parse_time(text: str) -> int:
+    import datetime as dt
+
+    try:
+        return int(float(text))
+    except ValueError:
+        pass
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--since: expected epoch seconds or an ISO-8601 time, got {text!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return int(parsed.timestamp())

@@ -1,0 +1,148 @@
+"""Shared state of one app and its ``Annotated`` dependencies (auth, the model in service).
+
+Each request reads ``state.model`` once (``CurrentModel``) and uses that object to the end,
+so a reload swapping the reference never changes a request half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import APIKeyHeader
+
+from serving.api.batching import MicroBatcher
+from serving.api.threads import ModelThreads
+from serving.events import EventLog, FreshEvents
+from serving.metrics import Metrics
+from serving.recommender import ServedModel
+from serving.settings import Settings
+
+API_KEY_HEADER = "X-API-Key"
+
+
+@dataclass
+class ServiceState:
+    """Everything a request may touch; ``model`` is swapped whole by a reload."""
+
+    settings: Settings
+    metrics: Metrics
+    fresh: FreshEvents
+    batcher: MicroBatcher
+    model_threads: ModelThreads
+    model: ServedModel | None = None
+    events: EventLog | None = None
+    ready: bool = False
+    not_ready_reason: str | None = "starting"
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    admin_keys: list[bytes] = field(init=False)
+    user_keys: list[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.admin_keys = [s.admin_key.get_secret_value().encode()] if s.admin_key is not None else []
+        self.user_keys = [k.get_secret_value().encode() for k in s.api_keys] + self.admin_keys
+
+
+def _state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+async def get_state(request: Request) -> ServiceState:
+    return _state(request)
+
+
+State = Annotated[ServiceState, Depends(get_state)]
+
+
+async def current_model(request: Request) -> ServedModel:
+    """The model in service at the start of this request; 503 while none is loaded."""
+    state = _state(request)
+    model = state.model
+    if model is None:
+        raise HTTPException(status_code=503, detail=f"not ready: {state.not_ready_reason or 'no model loaded'}")
+    return model
+
+
+CurrentModel = Annotated[ServedModel, Depends(current_model)]
+
+_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="API key (TLREC_API_KEYS).")
+_UNAUTHORIZED = "missing or invalid API key (X-API-Key)"
+
+
+def _matches(given: str | None, keys: list[bytes]) -> bool:
+    """Constant-time match of ``given`` against every key (no early exit, no length shortcut)."""
+    probe = (given or "").encode("utf-8", "surrogateescape")
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(probe, key)
+    return found and given is not None
+
+
+async def require_user(request: Request, key: Annotated[str | None, Security(_key_header)] = None) -> None:
+    """401 unless X-API-Key is a user or the admin key (no keys set + --insecure: open); then the query check.
+
+    One dependency does both (and reads the state itself): FastAPI's per-dependency cost
+    is a large part of a short request.
+    """
+    state = _state(request)
+    if state.settings.has_keys or not state.settings.insecure:
+        if not _matches(key, state.user_keys):
+            raise HTTPException(status_code=401, detail=_UNAUTHORIZED, headers={"WWW-Authenticate": API_KEY_HEADER})
+    _check_query(request)
+
+
+async def require_admin(request: Request, key: Annotated[str | None, Security(_key_header)] = None) -> None:
+    """401 for no or an unknown key, 403 for a user key: only TLREC_ADMIN_KEY may use admin routes."""
+    state = _state(request)
+    if state.settings.has_keys or not state.settings.insecure:
+        if not _matches(key, state.admin_keys):
+            if _matches(key, state.user_keys):
+                raise HTTPException(status_code=403, detail="this key may not use admin routes (TLREC_ADMIN_KEY)")
+            raise HTTPException(status_code=401, detail=_UNAUTHORIZED, headers={"WWW-Authenticate": API_KEY_HEADER})
+    _check_query(request)
+
+
+UserAuth = Depends(require_user)
+AdminAuth = Depends(require_admin)
+
+
+_ALLOWED_QUERY: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def _check_query(request: Request) -> None:
+    """422 for a query parameter the route does not define (a typo like ``?K=5`` is not silently ignored)."""
+    if not request.scope.get("query_string"):
+        return
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    allowed = _ALLOWED_QUERY.get(id(route))
+    if allowed is None:
+        allowed = _ALLOWED_QUERY[id(route)] = frozenset(_query_names(dependant))
+    for name in request.query_params:
+        if name not in allowed:
+            raise RequestValidationError([{
+                "loc": ("query", name[:64]), "type": "extra_forbidden",
+                "msg": f"unknown query parameter (allowed: {', '.join(sorted(allowed)) or 'none'})",
+            }])
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """The query check alone, for routes without a key (probes)."""
+    _check_query(request)
+
+
+StrictQuery = Depends(reject_unknown_query)

@@ -1,0 +1,28 @@
+"""Event ingestion: acknowledged only once durably appended."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+
+from serving.api import service
+from serving.api.deps import State, UserAuth
+from serving.api.routes import errors
+from serving.api.schemas import EventsAck, EventsIn
+
+router = APIRouter(prefix="/v1", tags=["events"], dependencies=[UserAuth])
+
+
+@router.post("/events", response_model=EventsAck, responses=errors(401, 409, 413, 422, 503))
+async def post_events(
+    state: State,
+    body: EventsIn,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", min_length=1, max_length=128,
+               description="Retrying with the same key (and batch) is acknowledged without storing it twice."),
+    ] = None,
+) -> EventsAck:
+    """Append a batch of interactions (fsync before the reply); the users' next recommendations use them."""
+    return await service.ingest_events(state, body.events, idempotency_key)

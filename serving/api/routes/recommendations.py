@@ -1,0 +1,40 @@
+"""Recommendations for a user id, for a sent history, and similar items."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from serving.api import service
+from serving.api.deps import CurrentModel, State, UserAuth
+from serving.api.routes import errors
+from serving.api.schemas import MAX_ID_CHARS, MAX_K, HistoryRecommendIn, RecommendationsOut, SimilarOut
+
+router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[UserAuth])
+
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, description="External user id.")]
+ItemId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, description="External item id.")]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="List length.")]
+
+
+@router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut,
+            responses=errors(401, 404, 422, 503))
+async def user_recommendations(
+    state: State, model: CurrentModel, user_id: UserId, k: K = 10,
+    exclude_seen: Annotated[bool, Query(description="Drop the user's items (training data, fresh events).")] = True,
+) -> RecommendationsOut:
+    """Top-k for a user; an unknown user gets popular items (`source="popular"`)."""
+    return await service.user_recommendations(state, model, user_id, k, exclude_seen)
+
+
+@router.post("/recommendations", response_model=RecommendationsOut, responses=errors(401, 413, 422, 503))
+async def history_recommendations(state: State, model: CurrentModel, body: HistoryRecommendIn) -> RecommendationsOut:
+    """Top-k for a history sent in the request (new or anonymous users), optional candidates and filters."""
+    return await service.history_recommendations(state, model, body)
+
+
+@router.get("/items/{item_id}/similar", response_model=SimilarOut, responses=errors(401, 404, 422, 503))
+async def similar_items(state: State, model: CurrentModel, item_id: ItemId, k: K = 10) -> SimilarOut:
+    """Items nearest to `item_id` in the model's item space (popular items when it has none)."""
+    return await service.similar_items(state, model, item_id, k)

@@ -1,0 +1,251 @@
+"""What the routes do: model calls off the event loop, deadlines, fallbacks, events, reloads.
+
+Routes stay thin and call these. Every model call runs in a worker thread within the
+request's deadline (``Settings.deadline_ms``); past it, or on any error in ranking, the
+answer is the popularity fallback (``source="popular"``, ``fallback_reason`` says why),
+computed from a precomputed order in microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import anyio.to_thread
+from fastapi import HTTPException
+
+from serving.api import threads
+from serving.api.deps import ServiceState
+from serving.api.schemas import (
+    EventIn,
+    EventsAck,
+    HistoryRecommendIn,
+    RecommendationsOut,
+    ReloadOut,
+    ScoredItem,
+    SimilarOut,
+)
+from serving.events import EventLogError, IdempotencyConflict, batch_digest
+from serving.recommender import Recommendations, ServedModel
+from training.artifacts import resolve_version
+
+logger = logging.getLogger(__name__)
+
+UserItem = tuple[str, list[str]]  # (user id, fresh item ids)
+
+
+# ---------------------------------------------------------------------------- model work (worker threads)
+def run_user_batch(key: Hashable, batch: list[UserItem]) -> list[Recommendations]:
+    """One model call for many users: ``key`` = (model, k, exclude_seen), items = (user, fresh items).
+
+    Users with fresh events are answered from their training history + fresh items
+    (``recommend_history``, with the user's learned part where known), the rest by
+    ``recommend``. Returns one ``Recommendations`` per item, in order.
+    """
+    model, k, exclude_seen = key  # type: ignore[misc]
+    out: list[Recommendations | None] = [None] * len(batch)
+    plain = [i for i, (_, fresh) in enumerate(batch) if not fresh]
+    with_fresh = [i for i, (_, fresh) in enumerate(batch) if fresh]
+    if plain:
+        for i, rec in zip(plain, model.recommend([batch[i][0] for i in plain], k, exclude_seen)):
+            out[i] = rec
+    if with_fresh:
+        users = [batch[i][0] for i in with_fresh]
+        histories = [model.seen_items(u) + batch[i][1] for i, u in zip(with_fresh, users)]
+        recs = model.recommend_history(histories, k, exclude_history=exclude_seen, user_ids=users)
+        for i, user, rec in zip(with_fresh, users, recs):
+            if rec.source == "history" and user in model.users:
+                rec.source = "model"
+            out[i] = rec
+    return [r for r in out if r is not None]
+
+
+def load_and_warm(artifacts: Any) -> ServedModel:
+    """Load (checksums, sizes and dimensions verified) and warm up a version; blocking."""
+    model = ServedModel.load(artifacts)
+    started = time.perf_counter()
+    model.warm_up()
+    logger.info("warmed up %s in %.0f ms", model.version, 1000 * (time.perf_counter() - started))
+    return model
+
+
+# ---------------------------------------------------------------------------- helpers
+def scored(rec: Recommendations, k: int) -> list[ScoredItem]:
+    """Response items: finite scores only, re-ranked 1..n, at most k."""
+    pairs = [(i, s) for i, s in zip(rec.item_ids, rec.scores) if math.isfinite(s)][:k]
+    return [ScoredItem(item_id=i, score=s, rank=r) for r, (i, s) in enumerate(pairs, 1)]
+
+
+def _deadline(state: ServiceState) -> float:
+    return state.settings.deadline_ms / 1000.0
+
+
+async def _in_thread(state: ServiceState, fn: Any, *args: Any) -> Any:
+    async with asyncio.timeout(_deadline(state)):
+        return await state.model_threads.call(fn, *args)
+
+
+def _fallback(state: ServiceState, endpoint: str, reason: str, exc: BaseException | None = None) -> str:
+    if exc is not None:
+        if isinstance(exc, TimeoutError):
+            logger.warning("%s: model work passed the %d ms deadline; popular fallback", endpoint,
+                           state.settings.deadline_ms)
+        else:
+            logger.error("%s: model failed; popular fallback", endpoint, exc_info=exc)
+    state.metrics.fallbacks.labels(endpoint, reason).inc()
+    return reason
+
+
+# ---------------------------------------------------------------------------- recommendations
+async def user_recommendations(
+    state: ServiceState, model: ServedModel, user_id: str, k: int, exclude_seen: bool
+) -> RecommendationsOut:
+    """Top-k for a user id (micro-batched), with the user's fresh events applied at once."""
+    fresh = state.fresh.get(user_id)
+    reason = None
+    try:
+        async with asyncio.timeout(_deadline(state)):
+            rec = await state.batcher.submit((model, k, exclude_seen), (user_id, fresh))
+        if rec.source == "popular":
+            reason = _fallback(state, "user", "unknown_user" if user_id not in model.users else "no_known_items")
+    except Exception as exc:  # noqa: BLE001 - any failure in ranking falls back
+        reason = _fallback(state, "user", "timeout" if isinstance(exc, TimeoutError) else "error", exc)
+        rec = model.popular(k, user_id if exclude_seen else None, fresh if exclude_seen else ())
+    return RecommendationsOut(user_id=user_id, items=scored(rec, k), source=rec.source,
+                              fallback_reason=reason, model_version=model.version)
+
+
+def _history_weights(body: HistoryRecommendIn, half_life_days: float) -> list[float]:
+    """Sent weights, times ``0.5 ** (age / half-life)`` when a half-life is set and timestamps are sent."""
+    weights = [h.weight for h in body.history]
+    stamps = [_seconds(h.timestamp) for h in body.history]
+    if half_life_days > 0 and any(s is not None for s in stamps):
+        newest = max(s for s in stamps if s is not None)
+        half_life = half_life_days * 86400.0
+        weights = [w * (0.5 ** ((newest - s) / half_life) if s is not None else 1.0) for w, s in zip(weights, stamps)]
+    return [max(w, 1e-12) for w in weights]
+
+
+async def history_recommendations(
+    state: ServiceState, model: ServedModel, body: HistoryRecommendIn
+) -> RecommendationsOut:
+    """Top-k for a history sent with the request; ``filters.exclude_items`` never come back."""
+    ids = [h.item_id for h in body.history]
+    weights = _history_weights(body, state.settings.history_half_life_days)
+    exclude = set(body.filters.exclude_items)
+    k_model = min(body.k + len(exclude), len(model.items)) or 1
+    name = body.user_id or ""
+    reason = None
+    try:
+        (rec,) = await _in_thread(
+            state, lambda: model.recommend_history(
+                [ids], k_model, weights=[weights], exclude_history=body.filters.exclude_history,
+                candidates=body.candidates, user_ids=[name] if body.user_id else None,
+            )
+        )
+        if rec.source == "popular":
+            reason = _fallback(state, "history", "no_known_items")
+    except Exception as exc:  # noqa: BLE001
+        reason = _fallback(state, "history", "timeout" if isinstance(exc, TimeoutError) else "error", exc)
+        drop = list(exclude) + (ids if body.filters.exclude_history else [])
+        rec = model.popular(k_model, None, drop, body.candidates)
+    if exclude:
+        keep = [(i, s) for i, s in zip(rec.item_ids, rec.scores) if i not in exclude]
+        rec = Recommendations(name, [i for i, _ in keep], [s for _, s in keep], rec.source)
+    return RecommendationsOut(user_id=name, items=scored(rec, body.k), source=rec.source,
+                              fallback_reason=reason, model_version=model.version)
+
+
+async def similar_items(state: ServiceState, model: ServedModel, item_id: str, k: int) -> SimilarOut:
+    """Nearest items in the item-tower space; popular items when the model has no item vectors."""
+    if item_id not in model.items:
+        raise HTTPException(status_code=404, detail=f"unknown item {item_id[:64]!r}")
+    reason = None
+    if model.index is None:
+        reason = _fallback(state, "similar", "no_item_vectors")
+    else:
+        try:
+            pairs = await _in_thread(state, model.similar_items, item_id, k)
+            rec = Recommendations(item_id, [i for i, _ in pairs], [s for _, s in pairs], "model")
+        except Exception as exc:  # noqa: BLE001
+            reason = _fallback(state, "similar", "timeout" if isinstance(exc, TimeoutError) else "error", exc)
+    if reason is not None:
+        rec = model.popular(k, None, [item_id])
+    return SimilarOut(item_id=item_id, items=scored(rec, k), source="popular" if reason else "model",
+                      fallback_reason=reason, model_version=model.version)
+
+
+# ---------------------------------------------------------------------------- events
+def _seconds(ts: int | dt.datetime | None) -> int | None:
+    if ts is None or isinstance(ts, int):
+        return ts
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=dt.timezone.utc)
+    return int(ts.timestamp())
+
+
+async def ingest_events(state: ServiceState, events: Sequence[EventIn], key: str | None) -> EventsAck:
+    """Append a batch durably (fsync, in a worker thread) and apply it to the fresh events at once."""
+    log = state.events
+    if log is None:
+        raise HTTPException(status_code=503, detail="not ready: event log not open")
+    now = int(time.time())
+    records = [
+        {"user_id": e.user_id, "item_id": e.item_id, "timestamp": now if e.timestamp is None else _seconds(e.timestamp),
+         "event": e.event, "value": e.value}
+        for e in events
+    ]
+    sent = batch_digest([e.model_dump(mode="json") for e in events])  # before defaults: a retry matches
+    try:
+        ack = await anyio.to_thread.run_sync(log.append, records, key, sent)
+    except IdempotencyConflict as exc:
+        state.metrics.event_batches.labels("conflict").inc()
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    except EventLogError as exc:
+        state.metrics.event_batches.labels("error").inc()
+        logger.error("%s", exc)
+        raise HTTPException(status_code=503, detail="event log unavailable; the batch was not stored") from None
+    state.metrics.event_batches.labels("duplicate" if ack.duplicate else "appended").inc()
+    if not ack.duplicate:
+        state.metrics.events.inc(ack.accepted)
+    model = state.model
+    unknown = sum(e.item_id not in model.items for e in events) if model is not None else 0
+    return EventsAck(accepted=ack.accepted, duplicate=ack.duplicate, sequence=ack.seq, unknown_items=unknown)
+
+
+# ---------------------------------------------------------------------------- reload
+def _one_line(exc: BaseException) -> str:
+    return " ".join((str(exc) or type(exc).__name__).split())[:500]
+
+
+async def reload_model(state: ServiceState) -> ReloadOut:
+    """Load the version ``current`` names, verify and warm it in a thread, then swap one reference.
+
+    A refused version (corrupt, mismatched, unloadable) raises 409 with a one-line reason;
+    the old version keeps serving. Requests already running finish on the object they hold.
+    """
+    root = state.settings.artifacts
+    async with state.reload_lock:
+        old = state.model
+        try:
+            target = resolve_version(root)
+            if old is not None and target.name == old.version:
+                state.metrics.reloads.labels("unchanged").inc()
+                return ReloadOut(model_version=old.version, previous_version=old.version, changed=False)
+            new = await anyio.to_thread.run_sync(threads.run, load_and_warm, target)
+        except Exception as exc:  # noqa: BLE001 - refuse whatever cannot be served
+            state.metrics.reloads.labels("refused").inc()
+            logger.warning("reload refused: %s", _one_line(exc))
+            raise HTTPException(status_code=409, detail=f"reload refused: {_one_line(exc)}") from None
+        state.model = new
+        state.ready, state.not_ready_reason = state.events is not None, None
+        state.metrics.set_version(new.version)
+        state.metrics.ready.set(1 if state.ready else 0)
+        state.metrics.reloads.labels("ok").inc()
+        logger.info("now serving %s (was %s)", new.version, old.version if old else None)
+        return ReloadOut(model_version=new.version, previous_version=old.version if old else None, changed=True)

@@ -1,0 +1,99 @@
+"""Settings of the HTTP service, read from the environment (prefix ``TLREC_``) by pydantic-settings.
+
+Every field is an environment variable named ``TLREC_<FIELD>`` (e.g. ``TLREC_API_KEYS``);
+``tlrec serve`` passes its options (``--artifacts``, ``--insecure``, ``--threads``) as
+overrides. Keys never come from the command line, so they do not show up in ``ps``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIB = 1 << 20
+
+
+class InsecureConfigError(ValueError):
+    """No API key is set and ``insecure`` was not asked for: the server refuses to start."""
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (``sched_getaffinity``: respects taskset and cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Configuration of ``tlrec serve`` (see README, "Serving")."""
+
+    model_config = SettingsConfigDict(env_prefix="TLREC_", extra="ignore", frozen=True)
+
+    artifacts: Path | None = Field(
+        default=None, description="Artifacts root (with `current`) or one version directory."
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated keys accepted in X-API-Key for /v1 routes."
+    )
+    admin_key: SecretStr | None = Field(default=None, description="Key for /v1/admin routes (also valid for /v1).")
+    insecure: bool = Field(default=False, description="Serve without keys (local experiments only).")
+    events_dir: Path | None = Field(
+        default=None, description="Event log folder; default: `events/` beside the artifacts root."
+    )
+    max_body_bytes: int = Field(default=MIB, ge=1024, description="Larger request bodies get 413.")
+    deadline_ms: int = Field(default=1000, ge=10, le=60_000, description="Model work past this falls back.")
+    threads: int = Field(
+        default_factory=available_cores, ge=1, le=256,
+        description="Cores for model work: that many model calls run at once (default: the cores given).",
+    )
+    intra_op_threads: int = Field(
+        default=1, ge=1, le=256, description="torch/FAISS threads inside one model call (1: calls run side by side)."
+    )
+    max_batch: int = Field(default=32, ge=1, le=1024, description="Most requests merged into one model call.")
+    fresh_per_user: int = Field(default=200, ge=1, le=10_000, description="Fresh events kept per user.")
+    fresh_max_users: int = Field(default=100_000, ge=1, description="Users with fresh events kept (LRU).")
+    history_half_life_days: float = Field(
+        default=0.0, ge=0.0, description="POST /v1/recommendations: recency half-life of timestamped items (0: off)."
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("admin_key", mode="before")
+    @classmethod
+    def _empty_admin_key(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def artifacts_root(self) -> Path:
+        """The folder holding versions and ``current`` (the parent of a version directory)."""
+        if self.artifacts is None:
+            raise ValueError("no artifacts set (--artifacts or TLREC_ARTIFACTS)")
+        path = Path(self.artifacts)
+        return path.parent if (path / "manifest.json").is_file() else path
+
+    @property
+    def resolved_events_dir(self) -> Path:
+        """``events_dir``, or ``events/`` beside the artifacts root (``demo_out/artifacts`` -> ``demo_out/events``)."""
+        return Path(self.events_dir) if self.events_dir is not None else self.artifacts_root.parent / "events"
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self.api_keys) or self.admin_key is not None
+
+    def check_secure(self) -> None:
+        """Raise ``InsecureConfigError`` when no key is set and ``insecure`` is off."""
+        if not self.has_keys and not self.insecure:
+            raise InsecureConfigError(
+                "no API keys set: refusing to start; set TLREC_API_KEYS (comma-separated) and "
+                "TLREC_ADMIN_KEY, or pass --insecure to serve without authentication"
+            )

@@ -1,0 +1,114 @@
+"""`tlrec score` as a Ray job: same lists as in process, model_version, resumable after a crash."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from services.batch_scoring import FAIL_PARTITION_ENV, ScoringJobError, score_job
+
+
+def _users_file(tmp_path, users):
+    path = tmp_path / "users.txt"
+    path.write_text("\n".join(users) + "\n")
+    return path
+
+
+def _staging(out):
+    return [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+
+
+def test_ray_job_matches_in_process(tiny_world, ray_local, tmp_path):
+    users = [f"u{u:03d}" for u in range(0, 40, 3)] + ["stranger", "u000"]  # a duplicate, an unknown user
+    path = _users_file(tmp_path, users)
+    local = score_job(tiny_world.artifacts, path, 5, tmp_path / "local.parquet", exclude_seen=True,
+                      ray_address=None, partition_size=4, progress=False)
+    distributed = score_job(tiny_world.artifacts, path, 5, tmp_path / "ray.parquet", exclude_seen=True,
+                            partition_size=4, progress=False)
+    a, b = pl.read_parquet(local.path), pl.read_parquet(distributed.path)
+    assert a.columns == ["user_id", "item_id", "score", "rank", "model_version"]
+    assert distributed.partitions == 4 and distributed.users == len(users) - 1 == a["user_id"].n_unique()
+    assert a["user_id"].unique(maintain_order=True).to_list() == list(dict.fromkeys(users))  # file order
+    assert a.select("user_id", "item_id", "rank").equals(b.select("user_id", "item_id", "rank"))
+    assert (a["score"] - b["score"]).abs().max() < 1e-5
+    assert set(b["model_version"]) == {tiny_world.ncf.name}
+    assert b.group_by("user_id").len()["len"].to_list() == [5] * b["user_id"].n_unique()
+    train = pl.read_parquet(tiny_world.train)
+    assert b.join(train, on=["user_id", "item_id"]).height == 0  # --exclude-seen
+    assert _staging(local.path) == [] and _staging(distributed.path) == []
+
+
+def test_resume_after_a_failed_partition(tiny_world, ray_local, tmp_path, monkeypatch):
+    """One partition fails: nothing is published, the others are kept; the re-run scores only the missing one."""
+    users = tiny_world.users
+    path, out = _users_file(tmp_path, users), tmp_path / "recs.parquet"
+    monkeypatch.setenv(FAIL_PARTITION_ENV, "2")
+    with pytest.raises(ScoringJobError, match="1 of 5 partitions failed .*partition 2.*re-run"):
+        score_job(tiny_world.artifacts, path, 3, out, partition_size=32, progress=False, actors=1)
+    assert not out.exists()
+    (staging,) = _staging(out)
+    assert sorted(p.name for p in staging.glob("part-*.parquet")) == [
+        f"part-{i:05d}.parquet" for i in (0, 1, 3, 4)]
+    kept = {p.name: p.stat().st_mtime_ns for p in staging.glob("part-*.parquet")}
+    monkeypatch.delenv(FAIL_PARTITION_ENV)
+    result = score_job(tiny_world.artifacts, path, 3, out, partition_size=32, progress=False, actors=1)
+    assert result.reused == 4 and result.partitions == 5
+    recs = pl.read_parquet(out)
+    assert recs["user_id"].unique(maintain_order=True).to_list() == users  # none lost, order kept
+    assert recs.group_by("user_id", "rank").len()["len"].max() == 1  # none duplicated
+    assert recs.height == 3 * len(users)
+    assert not staging.exists() and kept  # parts were reused, then cleaned up
+
+
+def test_changed_inputs_do_not_reuse_parts(tiny_world, tmp_path, monkeypatch):
+    """Parts of a failed job with other inputs (here: another k) are dropped, not mixed in."""
+    path, out = _users_file(tmp_path, [f"u{u:03d}" for u in range(10)]), tmp_path / "recs.parquet"
+    monkeypatch.setenv(FAIL_PARTITION_ENV, "0")
+    with pytest.raises(ScoringJobError):
+        score_job(tiny_world.artifacts, path, 3, out, ray_address=None, partition_size=4, progress=False)
+    monkeypatch.delenv(FAIL_PARTITION_ENV)
+    result = score_job(tiny_world.artifacts, path, 4, out, ray_address=None, partition_size=4, progress=False)
+    assert result.reused == 0
+    assert pl.read_parquet(out).group_by("user_id").len()["len"].to_list() == [4] * 10
+    assert _staging(out) == []
+
+
+def test_popularity_artifact_and_candidates(tiny_world, tmp_path):
+    cands = tmp_path / "cands.txt"
+    cands.write_text("i001\ni002\ni003\nnot-an-item\n")
+    result = score_job(tiny_world.popularity, _users_file(tmp_path, ["u001", "nobody"]), 5, tmp_path / "r.parquet",
+                       candidates_path=cands, ray_address=None, progress=False)
+    recs = pl.read_parquet(result.path)
+    assert set(recs["item_id"]) <= {"i001", "i002", "i003"} and recs.height == 6
+    assert set(recs["model_version"]) == {tiny_world.popularity.name}
+
+
+@pytest.mark.parametrize("kwargs, message", [({"k": 0}, "--k"), ({"partition_size": 0}, "--partition-size")])
+def test_bad_arguments(tiny_world, tmp_path, kwargs, message):
+    args = {"k": 3, "partition_size": 10, **kwargs}
+    out = tmp_path / "r.parquet"
+    with pytest.raises(ValueError, match=message):
+        score_job(tiny_world.artifacts, _users_file(tmp_path, ["u001"]), args["k"], out,
+                  partition_size=args["partition_size"], ray_address=None, progress=False)
+    assert list(tmp_path.iterdir()) == [tmp_path / "users.txt"]
+
+
+def test_cli_failure_then_resume(tiny_world, tmp_path, monkeypatch):
+    """`tlrec score --no-ray`: a failed partition exits 1 with one line telling to re-run; the re-run completes."""
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    users, out = _users_file(tmp_path, tiny_world.users[:30]), tmp_path / "recs.parquet"
+    args = ["score", "--artifacts", str(tiny_world.artifacts), "--users", str(users), "--k", "2", "--out", str(out),
+            "--no-ray", "--partition-size", "10"]
+    monkeypatch.setenv(FAIL_PARTITION_ENV, "1")
+    failed = CliRunner().invoke(app, args)
+    assert failed.exit_code == 1 and not out.exists()
+    (line,) = [x for x in failed.stderr.splitlines() if x.startswith("error: ")]
+    assert "1 of 3 partitions failed" in line and "re-run" in line
+    monkeypatch.delenv(FAIL_PARTITION_ENV)
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.stderr
+    assert f"{out} (60 rows)" in done.stdout
+    assert pl.read_parquet(out)["user_id"].unique(maintain_order=True).to_list() == tiny_world.users[:30]
