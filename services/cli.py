@@ -170,29 +170,56 @@ def train(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Model config KEY=VALUE (JSON values), repeatable.")
     ] = None,
+    modalities: Annotated[str, typer.Option(
+        help="Content modalities to use: all, a comma list (text,image,audio), or auto (drop those that "
+             "transfer negatively on a time-based split)."
+    )] = "all",
 ) -> None:
     """Fit a model and publish it as a new artifact version."""
     from services.jobs import train_job
 
     config = _parse_settings(set_ or [])
     config.update({k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None})
-    version = train_job(catalog, interactions, out, vectors_path=vectors, model=model, strict=strict, config=config)
+    version = train_job(catalog, interactions, out, vectors_path=vectors, model=model, strict=strict, config=config,
+                        modalities=modalities)
     typer.echo(str(version))
 
 
 @app.command()
 @friendly_errors
 def evaluate(
-    artifacts: Annotated[Path, typer.Option(help="Artifacts root or version directory.")],
-    interactions: Annotated[Path, typer.Option(help="Test interactions (not used in training).")],
+    interactions: Annotated[Path, typer.Option(
+        help="Test interactions (not used in training); with --transfer-report, ALL interactions (it splits them).")],
+    artifacts: Annotated[Path | None, typer.Option(help="Artifacts root or version directory.")] = None,
     k: Annotated[str, typer.Option(help="Cut-offs, comma-separated.")] = "10,20",
-    report: Annotated[Path | None, typer.Option(help="Write report.md and plots (PNG) into this directory.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the report (Markdown, JSON, PNG) into this directory.")]
+    = None,
+    transfer_report: Annotated[bool, typer.Option(
+        "--transfer-report", help="Train NCF with and without pre-trained features, and per modality; report the "
+                                  "gain for warm users, sparse users and cold items (needs --catalog, --vectors).")
+    ] = False,
+    catalog: Annotated[Path | None, typer.Option(help="Catalog file (--transfer-report).")] = None,
+    vectors: Annotated[Path | None, typer.Option(help="Item vectors from `tlrec embed` (--transfer-report).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="NCF config KEY=VALUE for --transfer-report, repeatable.")
+    ] = None,
 ) -> None:
     """Full-ranking evaluation (seen items excluded) on held-out interactions, overall and by user activity."""
     from rich.console import Console
+    from rich.markdown import Markdown
 
-    from services.jobs import evaluate_job, metrics_table
+    from services.jobs import evaluate_job, metrics_table, transfer_job
 
+    if transfer_report:
+        if catalog is None or vectors is None:
+            raise ValueError("--transfer-report needs --catalog and --vectors (and all --interactions)")
+        from training.transfer import render_markdown
+
+        result = transfer_job(catalog, interactions, vectors, report, config=_parse_settings(set_ or []))
+        Console().print(Markdown(render_markdown(result)))
+        return
+    if artifacts is None:
+        raise ValueError("evaluate needs --artifacts (or --transfer-report with --catalog and --vectors)")
     ks = _parse_ks(k)
     results = evaluate_job(artifacts, interactions, ks, report=report)
     Console().print(metrics_table(results, ks))
@@ -240,11 +267,17 @@ def serve(
         int | None, typer.Option(help="Model calls run at once, one thread each (default: the cores given).")
     ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn access log).")] = True,
+    experiment: Annotated[
+        list[Path] | None,
+        typer.Option("--experiment", help="A/B experiment YAML file, repeatable (else TLREC_EXPERIMENTS): each "
+                                          "user in one is answered by their variant's model; exposures logged."),
+    ] = None,
 ) -> None:
     """Serve the recommendation API (FastAPI + uvicorn); settings from TLREC_* variables (see README)."""
     from serving.settings import Settings
 
-    overrides = {"artifacts": artifacts, "insecure": insecure or None, "threads": threads}
+    overrides = {"artifacts": artifacts, "insecure": insecure or None, "threads": threads,
+                 "experiments": experiment or None}
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     settings.check_secure()  # before any heavy import: refuse fast, and say why
     if settings.artifacts is None:
@@ -256,10 +289,11 @@ def serve(
     import uvicorn
 
     from serving.api.app import create_app
-    from serving.recommender import ServedModel
+    from serving.api.variants import load_model_set
 
-    model = ServedModel.load(settings.artifacts)  # fail fast, with a one-line error, before binding the port
-    uvicorn.run(create_app(settings, model), host=host, port=port, log_level="info",
+    # the default model and every experiment variant's: fail fast, with a one-line error, before binding the port
+    models = load_model_set(settings)
+    uvicorn.run(create_app(settings, models), host=host, port=port, log_level="info",
                 access_log=access_log, timeout_graceful_shutdown=10)
 
 

@@ -18,9 +18,10 @@ from embeddings.registry import DEFAULTS
 from embeddings.vectors import ItemVectors, embed_catalog, load_item_vectors
 from serving.index import VectorIndex
 from serving.recommender import INDEX_FILE, ServedModel
-from training.artifacts import new_version, sha256_file, staged_version
+from training.artifacts import new_version, sha256_file, staged_version, write_json_atomic
 from training.data import Columns, load_catalog, load_interactions
 from training.evaluate import evaluate_segments, write_report
+from training.transfer import TransferReport, plot_gains, render_markdown, select_modalities, transfer_report
 from training.metrics import evaluate_rankings
 from training.models import NCFModel
 from training.train import build_model, train_into
@@ -68,9 +69,13 @@ def train_job(
     model: str = "ncf",
     strict: bool = False,
     config: dict[str, Any] | None = None,
+    modalities: str = "all",
 ) -> Path:
     """Validate inputs, embed the catalog if no vectors are given, fit, index, publish.
 
+    ``modalities``: "all", a comma list (e.g. "text,image"), or "auto": measure the
+    transfer of each modality on a time-based split of these interactions
+    (``training.transfer``) and drop those that transfer negatively.
     Returns the published version directory; ``artifacts_root/current`` names it.
     """
     wants_vectors = build_model(model, config).wants_item_vectors()  # bad model name/config fails first
@@ -91,6 +96,7 @@ def train_job(
             vectors = load_item_vectors(embed_catalog(catalog, stage / VECTORS_IN_ARTIFACT))
         if vectors is not None:
             manifest["encoders"] = vectors.manifest.get("encoders")
+            vectors = _choose_modalities(catalog, interactions, vectors, modalities, model, config, manifest)
         recommender, info = train_into(stage, catalog, interactions, vectors, model, config)
         if isinstance(recommender, NCFModel):
             index = VectorIndex.build(recommender.item_vectors())
@@ -99,6 +105,47 @@ def train_job(
         manifest.update(info)
     logger.info("published artifact %s", artifacts_root / version)
     return artifacts_root / version
+
+
+def _choose_modalities(catalog: pl.DataFrame, interactions: pl.DataFrame, vectors: ItemVectors, modalities: str,
+                       model: str, config: dict[str, Any] | None, manifest: dict[str, Any]) -> ItemVectors | None:
+    """Apply ``--modalities`` to ``vectors``; "auto" runs the transfer measurement first."""
+    have = list(vectors.blocks)
+    if modalities == "all":
+        return vectors
+    if modalities == "auto":
+        if model != "ncf":
+            raise ValueError("--modalities auto measures transfer with NCF; use it with --model ncf")
+        report = transfer_report(catalog, interactions, vectors, config=config)
+        keep = report.keep_modalities()
+        manifest["transfer"] = report.to_dict()
+        dropped = [m for m in have if m not in keep]
+        logger.info("--modalities auto: keeping %s%s", ", ".join(keep) or "no modality",
+                    f"; dropped (negative transfer): {', '.join(dropped)}" if dropped else "")
+    else:
+        keep = [m.strip() for m in modalities.split(",") if m.strip()]
+        unknown = [m for m in keep if m not in have]
+        if unknown:
+            raise ValueError(f"--modalities: {', '.join(unknown)} not in the item vectors (they have: "
+                             f"{', '.join(have)}); use all, auto or a comma list of those")
+    manifest["modalities"] = keep
+    return select_modalities(vectors, keep)
+
+
+def transfer_job(catalog_path: Path, interactions_path: Path, vectors_path: Path, out: Path | None,
+                 config: dict[str, Any] | None = None, strict: bool = False) -> TransferReport:
+    """`tlrec evaluate --transfer-report`: train per content variant, measure gains, write the report."""
+    catalog = load_catalog(catalog_path)
+    interactions = load_interactions(interactions_path, catalog=catalog, strict=strict)
+    vectors = load_item_vectors(vectors_path)
+    report = transfer_report(catalog, interactions, vectors, config=config)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "transfer.md").write_text(render_markdown(report) + "\n![gains](transfer_gains.png)\n")
+        write_json_atomic(out / "transfer.json", report.to_dict())
+        plot_gains(report, out / "transfer_gains.png")
+        logger.info("wrote %s", out / "transfer.md")
+    return report
 
 
 def evaluate_job(

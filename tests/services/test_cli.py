@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -239,3 +240,30 @@ def test_corrupt_artifact_refused_by_score(world, tmp_path):
     line = error_line(run_tlrec("score", "--artifacts", copy, "--users", users, "--k", "3", "--out", out,
                                 check=False))
     assert "weights.safetensors" in line and not out.exists()
+
+
+FAST_NCF = ["--set", "epochs=2", "--set", "val_fraction=0.0", "--set", "dim=16", "--set", "content_hidden=32"]
+
+
+def test_transfer_report_and_modalities_auto(world, tmp_path):
+    """The demo's three modalities each carry signal for their own items: a report per modality."""
+    out = tmp_path / "transfer"
+    proc = run_tlrec("evaluate", "--transfer-report", "--catalog", world.catalog, "--interactions", world.train,
+                     "--vectors", world.vectors, "--report", out, *FAST_NCF)
+    assert "Negative transfer" in proc.stdout or "No modality transfers negatively" in proc.stdout
+    report = json.loads((out / "transfer.json").read_text())
+    assert set(report["modalities"]) == {"text", "image", "audio"}
+    assert {g["variant"] for g in report["gains"]} >= {"all", "all - text", "+text", "+image", "+audio"}
+    assert (out / "transfer_gains.png").read_bytes()[:4] == b"\x89PNG"
+
+    artifacts = tmp_path / "artifacts"
+    run_tlrec("train", "--catalog", world.catalog, "--interactions", world.train, "--vectors", world.vectors,
+              "--out", artifacts, "--modalities", "auto", *FAST_NCF)
+    manifest = json.loads((artifacts / (artifacts / "current").read_text().strip() / "manifest.json").read_text())
+    assert manifest["modalities"] == manifest["transfer"]["keep"]
+
+
+def test_modalities_list_must_name_known_ones(world, tmp_path):
+    proc = run_tlrec("train", "--catalog", world.catalog, "--interactions", world.train, "--vectors", world.vectors,
+                     "--out", tmp_path / "a", "--modalities", "text,smell", check=False)
+    assert "smell" in error_line(proc) and not (tmp_path / "a" / "current").exists()

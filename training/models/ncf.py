@@ -57,7 +57,7 @@ class NCFConfig(ModelConfig):
     content_hidden: int = 256
     user_hidden: int = 256
     epochs: int = 200
-    batch_users: int = 256
+    batch_users: int | None = None  # None: n_users / 16, within [32, 512] (>= 16 steps an epoch)
     lr: float = 2e-3
     l2: float = 1e-6
     input_dropout: float = 0.1
@@ -226,6 +226,7 @@ class NCFModel(Recommender):
         if len(active) == 0:
             raise ValueError("ncf: no user has 2 or more distinct items to learn from")
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        batch = cfg.batch_users or int(np.clip(len(active) // 16, 32, 512))
         val_rel = _relevant_by_user(val, data) if val is not None else None
         best = (-1.0, 0, None)
         bad = 0
@@ -234,9 +235,9 @@ class NCFModel(Recommender):
             net.train()
             order = rng.permutation(active)
             total = 0.0
-            n_batches = math.ceil(len(order) / cfg.batch_users)
+            n_batches = math.ceil(len(order) / batch)
             for b in range(n_batches):
-                users = order[b * cfg.batch_users : (b + 1) * cfg.batch_users]
+                users = order[b * batch : (b + 1) * batch]
                 loss = self._batch_loss(net, hist, users, log_pop, trained_items, rng)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

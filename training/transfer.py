@@ -1,0 +1,323 @@
+"""Measured transfer: does each pre-trained modality help (positive) or hurt (negative)?
+
+One NCF is trained per *variant* of the content it sees, on the same splits:
+
+* ``none``            no pre-trained features (learned ids only): the reference;
+* ``all``             every modality, fused;
+* ``all - <m>``       every modality but ``m`` (only when there are 2 or more).
+
+Each variant is scored on three groups, each a question a practitioner asks:
+
+* **warm**   every test user of a per-user temporal split (last ``test_fraction`` of
+  each user's events), NDCG@10 over all items, seen items excluded;
+* **sparse** the least active quarter of those users (by training events), the
+  users transfer should help most;
+* **cold items** a seeded share of items held out with all their events, ranked
+  among themselves: Recall@20 (only content can rank them).
+
+Gains are paired differences of per-user metrics with a bootstrap 95% interval
+(users resampled, 1,000 draws, seeded). A modality is named as **negative
+transfer** for a group when removing it raises the metric with an interval
+entirely above zero; the pre-trained features as a whole transfer negatively when
+``all`` is below ``none`` with an interval entirely below zero. Differences whose
+interval covers zero are reported as such, never as wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from embeddings.fusion import fuse
+from embeddings.vectors import ItemVectors
+from training.data import Columns, IdMap, InteractionData
+from training.metrics import ndcg_at_k, recall_at_k
+from training.models import NCFConfig, NCFModel
+from training.splits import cold_item_split, temporal_split
+
+logger = logging.getLogger(__name__)
+
+NONE, ALL = "none", "all"
+GROUPS = ("warm", "sparse", "cold items")
+METRIC_OF_GROUP = {"warm": "ndcg@10", "sparse": "ndcg@10", "cold items": "recall@20"}
+SPARSE_QUANTILE = 0.25
+BOOTSTRAP_DRAWS = 1000
+
+
+@dataclass
+class GroupResult:
+    """Per-user metric values of one variant on one group (users in a fixed order)."""
+
+    metric: str
+    users: list[str]
+    values: np.ndarray  # float64 [n_users]
+
+    @property
+    def mean(self) -> float:
+        return float(self.values.mean()) if len(self.values) else 0.0
+
+
+@dataclass
+class Gain:
+    """``variant`` minus ``reference`` on ``group``: mean paired difference and its 95% interval."""
+
+    variant: str
+    reference: str
+    group: str
+    metric: str
+    diff: float
+    ci_low: float
+    ci_high: float
+    relative: float  # diff / reference mean (nan if the reference is 0)
+
+    @property
+    def verdict(self) -> str:
+        if self.ci_low > 0:
+            return "positive"
+        if self.ci_high < 0:
+            return "negative"
+        return "no clear difference"
+
+
+@dataclass
+class TransferReport:
+    """Per-variant group results, the gains and the modalities named as negative transfer."""
+
+    modalities: list[str]
+    results: dict[str, dict[str, GroupResult]] = field(default_factory=dict)
+    gains: list[Gain] = field(default_factory=list)
+    negative: dict[str, list[str]] = field(default_factory=dict)  # modality -> groups it hurts
+    notes: list[str] = field(default_factory=list)
+
+    def keep_modalities(self, groups: Sequence[str] = ("warm", "cold items")) -> list[str]:
+        """Modalities not named as negative transfer on any of ``groups``."""
+        return [m for m in self.modalities if not set(self.negative.get(m, [])) & set(groups)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modalities": self.modalities,
+            "means": {v: {g: {"metric": r.metric, "mean": r.mean, "users": len(r.users)} for g, r in res.items()}
+                      for v, res in self.results.items()},
+            "gains": [{**g.__dict__, "verdict": g.verdict} for g in self.gains],
+            "negative_transfer": self.negative,
+            "keep": self.keep_modalities(),
+            "notes": self.notes,
+        }
+
+
+def variants(modalities: Sequence[str]) -> dict[str, list[str]]:
+    """Variant name -> the modalities it uses."""
+    out = {NONE: [], ALL: list(modalities)}
+    if len(modalities) > 1:
+        out.update({f"all - {m}": [x for x in modalities if x != m] for m in modalities})
+    return out
+
+
+def content_for(vectors: ItemVectors, items: IdMap, modalities: Sequence[str]) -> np.ndarray | None:
+    """Fused content float32 ``[len(items), d]`` of the chosen modalities (None for no modality)."""
+    if not modalities:
+        return None
+    fused = fuse({m: vectors.blocks[m] for m in modalities})
+    out = np.zeros((len(items), fused.shape[1]), np.float32)
+    idx = items.to_internal(vectors.item_ids, missing="ignore")
+    ok = idx >= 0
+    out[idx[ok]] = fused[ok]
+    return out
+
+
+def bootstrap_diff(a: np.ndarray, b: np.ndarray, seed: int = 0, draws: int = BOOTSTRAP_DRAWS) -> tuple[float, float, float]:
+    """Mean of ``a - b`` (paired, ``[n]``) and its percentile 95% interval over resampled users."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if len(d) == 0:
+        return 0.0, 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(draws, len(d)))].mean(axis=1)
+    return float(d.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def _per_user(metric: Callable[..., float], recs: dict[str, list[int]], rel: dict[str, set[int]],
+              users: list[str], k: int) -> np.ndarray:
+    return np.array([metric([recs.get(u, [])], [rel[u]], k) for u in users], np.float64)
+
+
+def _relevant(test: pl.DataFrame, data: InteractionData) -> dict[str, set[int]]:
+    rel: dict[str, set[int]] = {}
+    idx = data.items.to_internal(test[Columns.ITEM], missing="ignore")
+    for u, i in zip(test[Columns.USER].to_list(), idx.tolist()):
+        if i >= 0:
+            rel.setdefault(u, set()).add(i)
+    return rel
+
+
+def _recommend(model: NCFModel, data: InteractionData, users: list[str], k: int,
+               candidates: np.ndarray | None, exclude_seen: bool) -> dict[str, list[int]]:
+    idx = data.users.to_internal(users, missing="ignore")
+    known = [(u, i) for u, i in zip(users, idx.tolist()) if i >= 0]
+    seen = data.seen() if exclude_seen else None
+    out: dict[str, list[int]] = {}
+    for s in range(0, len(known), 512):
+        chunk = known[s : s + 512]
+        items, _ = model.recommend(np.array([i for _, i in chunk]), k, exclude=seen, candidates=candidates)
+        out.update({u: row[row >= 0].tolist() for (u, _), row in zip(chunk, items)})
+    return out
+
+
+def transfer_report(
+    catalog: pl.DataFrame,
+    interactions: pl.DataFrame,
+    vectors: ItemVectors,
+    config: dict[str, Any] | None = None,
+    test_fraction: float = 0.2,
+    cold_fraction: float = 0.2,
+    seed: int = 0,
+    modalities: Sequence[str] | None = None,
+) -> TransferReport:
+    """Train one NCF per content variant and measure each group's gain (see the module doc)."""
+    mods = list(modalities) if modalities is not None else list(vectors.blocks)
+    unknown = [m for m in mods if m not in vectors.blocks]
+    if unknown:
+        raise ValueError(f"modalities {unknown} not in the vectors file (it has {sorted(vectors.blocks)})")
+    report = TransferReport(mods)
+    items = IdMap(catalog[Columns.ITEM].to_list())
+    cfg = NCFConfig(**{"progress": False, "seed": seed, **(config or {})})
+
+    warm_train, warm_test = temporal_split(interactions, test_fraction=test_fraction)
+    warm_data = InteractionData.build(warm_train, items)
+    warm_rel = _relevant(warm_test, warm_data)
+    warm_users = sorted(u for u in warm_rel if u in warm_data.users)
+    activity = dict(warm_train.group_by(Columns.USER).len().iter_rows())
+    cut = float(np.quantile([activity[u] for u in warm_users], SPARSE_QUANTILE)) if warm_users else 0.0
+    sparse_users = [u for u in warm_users if activity[u] <= cut]
+    report.notes.append(f"warm: {len(warm_users)} users (last {test_fraction:.0%} of each user's events); "
+                        f"sparse: the {len(sparse_users)} least active (<= {cut:g} training events)")
+
+    cold_train, cold_test, cold_items = cold_item_split(interactions, fraction=cold_fraction, seed=seed)
+    cold_data = InteractionData.build(cold_train, items)
+    cold_cands = np.sort(items.to_internal(cold_items, missing="ignore"))
+    cold_rel = _relevant(cold_test, cold_data)
+    cold_users = sorted(u for u in cold_rel if u in cold_data.users)
+    report.notes.append(f"cold items: {len(cold_items)} held out with all their events, ranked among "
+                        f"themselves for {len(cold_users)} users")
+
+    for name, used in variants(mods).items():
+        warm_content = content_for(vectors, items, used)
+        logger.info("transfer: variant %r (%s): warm fit", name, ", ".join(used) or "no content")
+        model = NCFModel(cfg).fit(warm_data, warm_content)
+        recs = _recommend(model, warm_data, warm_users, 10, None, True)
+        ndcg = _per_user(ndcg_at_k, recs, warm_rel, warm_users, 10)
+        pos = {u: j for j, u in enumerate(warm_users)}
+        report.results[name] = {
+            "warm": GroupResult("ndcg@10", warm_users, ndcg),
+            "sparse": GroupResult("ndcg@10", sparse_users, ndcg[[pos[u] for u in sparse_users]]),
+        }
+        if used:  # without content, cold items are unrankable: chance level, not worth a fit
+            logger.info("transfer: variant %r: cold-item fit", name)
+            model = NCFModel(cfg).fit(cold_data, content_for(vectors, items, used))
+            recs = _recommend(model, cold_data, cold_users, 20, cold_cands, False)
+            values = _per_user(recall_at_k, recs, cold_rel, cold_users, 20)
+        else:
+            values = _chance_recall(cold_rel, cold_users, len(cold_cands), 20)
+        report.results[name]["cold items"] = GroupResult("recall@20", cold_users, values)
+
+    _gains(report, mods, seed)
+    return report
+
+
+def _chance_recall(rel: dict[str, set[int]], users: list[str], n: int, k: int) -> np.ndarray:
+    """Expected Recall@k of a random ranking of ``n`` candidates: ``min(k, n) / n`` hits share."""
+    share = min(k, n) / max(n, 1)
+    return np.array([len(rel[u]) * share / min(len(rel[u]), k) for u in users], np.float64)
+
+
+def _gains(report: TransferReport, mods: list[str], seed: int) -> None:
+    res = report.results
+    for group in GROUPS:
+        ref = res[NONE][group]
+        for name in res:
+            if name == NONE:
+                continue
+            cur = res[name][group]
+            diff, lo, hi = bootstrap_diff(cur.values, ref.values, seed)
+            report.gains.append(Gain(name, NONE, group, cur.metric, diff, lo, hi,
+                                     diff / ref.mean if ref.mean else math.nan))
+        if len(mods) > 1:
+            for m in mods:
+                without = res[f"all - {m}"][group]
+                diff, lo, hi = bootstrap_diff(res[ALL][group].values, without.values, seed)
+                gain = Gain(f"+{m}", f"all - {m}", group, without.metric, diff, lo, hi,
+                            diff / without.mean if without.mean else math.nan)
+                report.gains.append(gain)
+                if gain.verdict == "negative":
+                    report.negative.setdefault(m, []).append(group)
+        else:
+            whole = next(g for g in report.gains if g.variant == ALL and g.group == group)
+            if whole.verdict == "negative":
+                for m in mods:
+                    report.negative.setdefault(m, []).append(group)
+
+
+def render_markdown(report: TransferReport, title: str = "Transfer report") -> str:
+    """The report as Markdown: means per variant and group, then gains with intervals and verdicts."""
+    lines = [f"# {title}", "", *[f"- {n}" for n in report.notes], ""]
+    lines += ["## Means", "", "| variant | " + " | ".join(f"{g} ({METRIC_OF_GROUP[g]})" for g in GROUPS) + " |",
+              "|---" * (len(GROUPS) + 1) + "|"]
+    for name, res in report.results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{res[g].mean:.4f}" for g in GROUPS) + " |")
+    lines += ["", "## Gains (paired, bootstrap 95% interval over users)", "",
+              "| variant | vs | group | metric | diff | 95% interval | relative | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
+    for g in report.gains:
+        rel = "" if math.isnan(g.relative) else f"{g.relative:+.1%}"
+        lines.append(f"| {g.variant} | {g.reference} | {g.group} | {g.metric} | {g.diff:+.4f} | "
+                     f"[{g.ci_low:+.4f}, {g.ci_high:+.4f}] | {rel} | {g.verdict} |")
+    lines += [""]
+    if report.negative:
+        lines += ["**Negative transfer:** " + "; ".join(f"{m} hurts {', '.join(gs)}"
+                                                        for m, gs in report.negative.items()), ""]
+    else:
+        lines += ["No modality transfers negatively (no interval entirely on the wrong side of zero).", ""]
+    lines += [f"`tlrec train --modalities auto` keeps: {', '.join(report.keep_modalities()) or 'none'}", ""]
+    return "\n".join(lines)
+
+
+def select_modalities(vectors: ItemVectors, modalities: Sequence[str]) -> ItemVectors | None:
+    """``vectors`` restricted to ``modalities`` (fused again); None when none is kept."""
+    unknown = [m for m in modalities if m not in vectors.blocks]
+    if unknown:
+        raise ValueError(f"modalities {unknown} not in the vectors file (it has {sorted(vectors.blocks)})")
+    if not modalities:
+        return None
+    blocks = {m: vectors.blocks[m] for m in modalities}
+    manifest = {**vectors.manifest, "modalities": list(modalities)}
+    return ItemVectors(vectors.item_ids, fuse(blocks), blocks, manifest)
+
+
+def plot_gains(report: TransferReport, path: Any) -> None:
+    """PNG: each variant's gain over ``none`` per group, with its 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gains = [g for g in report.gains if g.reference == NONE]
+    names = list(dict.fromkeys(g.variant for g in gains))
+    fig, axes = plt.subplots(1, len(GROUPS), figsize=(4.2 * len(GROUPS), 3.4))
+    for ax, group in zip(np.atleast_1d(axes), GROUPS):
+        rows = [next(g for g in gains if g.variant == n and g.group == group) for n in names]
+        diffs = [g.diff for g in rows]
+        err = [[g.diff - g.ci_low for g in rows], [g.ci_high - g.diff for g in rows]]
+        colors = ["tab:green" if g.verdict == "positive" else "tab:red" if g.verdict == "negative" else "tab:gray"
+                  for g in rows]
+        ax.bar(names, diffs, yerr=err, color=colors, capsize=4)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(f"{group}: {METRIC_OF_GROUP[group]} gain vs none", fontsize=9)
+        ax.tick_params(axis="x", labelsize=8, rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
