@@ -57,7 +57,7 @@ class NCFConfig(ModelConfig):
     content_hidden: int = 256
     user_hidden: int = 256
     epochs: int = 200
-    batch_users: int | None = None  # None: n_users / 16, within [32, 512] (>= 16 steps an epoch)
+    batch_users: int = 256
     lr: float = 2e-3
     l2: float = 1e-6
     input_dropout: float = 0.1
@@ -226,7 +226,7 @@ class NCFModel(Recommender):
         if len(active) == 0:
             raise ValueError("ncf: no user has 2 or more distinct items to learn from")
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-        batch = cfg.batch_users or int(np.clip(len(active) // 16, 32, 512))
+        batch = cfg.batch_users
         val_rel = _relevant_by_user(val, data) if val is not None else None
         best = (-1.0, 0, None)
         bad = 0
