@@ -6,13 +6,11 @@ and where, and exits non-zero (2); nothing half-written is left behind.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
@@ -24,40 +22,16 @@ app = typer.Typer(
     add_completion=False,
 )
 
-from services.cli_encoders import encoders_app  # noqa: E402  (a typer sub-app: `tlrec encoders ...`)
 from services.cli_ab import ab_app  # noqa: E402  (a typer sub-app: `tlrec ab ...`)
+from services.cli_encoders import encoders_app  # noqa: E402  (a typer sub-app: `tlrec encoders ...`)
 
 app.add_typer(encoders_app, name="encoders")
 app.add_typer(ab_app, name="ab")
 
 logger = logging.getLogger("tlrec")
-F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_BAD_INPUT = 2
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, KeyError) and exc.args:
-        text = str(exc.args[0])
-    return " ".join(text.split())
-
-
-def friendly_errors(func: F) -> F:
-    """Turn expected failures into one stderr line and exit code 2 (no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from training.artifacts import ArtifactError
-        from training.data import DataError
-
-        try:
-            return func(*args, **kwargs)
-        except (DataError, ArtifactError, ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
-            typer.echo(f"error: {_one_line(exc)}", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-
-    return wrapper  # type: ignore[return-value]
+from services.errors import friendly_errors  # noqa: E402
+from services.errors import one_line as _one_line  # noqa: E402
 
 
 @app.callback()

@@ -9,14 +9,14 @@ object on stdout (logs go to stderr).
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
+
+from services.errors import friendly_errors
 
 ab_app = typer.Typer(
     name="ab",
@@ -26,24 +26,11 @@ ab_app = typer.Typer(
     add_completion=False,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 ExperimentArg = Annotated[Path, typer.Argument(help="Experiment YAML file.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 OutOpt = Annotated[Path | None, typer.Option(help="Folder for report.md, analysis.json and the PNG plots.")]
 LooksOpt = Annotated[int, typer.Option(help="Looks of the sequential (mSPRT) test, equally spaced in time.")]
-
-
-def _friendly(func: F) -> F:
-    """``services.cli.friendly_errors``, imported when the command runs (cli.py imports this module)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from services.cli import friendly_errors
-
-        return friendly_errors(func)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _console() -> Any:
@@ -83,7 +70,7 @@ def _interleaving_table(console: Any, rows: list[dict[str, Any]]) -> None:
 
 
 @ab_app.command()
-@_friendly
+@friendly_errors
 def validate(experiment: ExperimentArg) -> None:
     """Check an experiment file and print it as parsed (defaults filled in)."""
     from serving.experiments import load_experiment
@@ -92,7 +79,7 @@ def validate(experiment: ExperimentArg) -> None:
 
 
 @ab_app.command()
-@_friendly
+@friendly_errors
 def assign(
     experiment: ExperimentArg,
     users: Annotated[Path, typer.Option(help="File with one user id a line.")],
@@ -101,8 +88,8 @@ def assign(
     """Assign users to variants with the stable hash the API uses."""
     from rich.table import Table
 
-    from serving.experiments import load_experiment
     from services.ab.assignment import assign_job
+    from serving.experiments import load_experiment
 
     exp = load_experiment(experiment)
     frame, counts = assign_job(exp, users, out)
@@ -118,7 +105,7 @@ def assign(
 
 
 @ab_app.command()
-@_friendly
+@friendly_errors
 def analyze(
     experiment: ExperimentArg,
     exposures: Annotated[Path, typer.Option(help="Exposures: user_id, experiment, variant, timestamp.")],
@@ -129,9 +116,9 @@ def analyze(
     looks: LooksOpt = 20,
 ) -> None:
     """Effects per variant with intervals, SRM check, CUPED, sequential test; Markdown + PNG with --out."""
-    from serving.experiments import load_experiment
     from services.ab.analysis import analyze as run
     from services.ab.events import load_exposures, load_outcomes
+    from serving.experiments import load_experiment
 
     exp = load_experiment(experiment)
     result = run(load_exposures(exposures, exp), load_outcomes(outcomes),
@@ -140,7 +127,7 @@ def analyze(
 
 
 @ab_app.command()
-@_friendly
+@friendly_errors
 def replay(
     experiment: ExperimentArg,
     interactions: Annotated[Path, typer.Option(help="Logged interactions after the artifacts' training data.")],
@@ -158,9 +145,10 @@ def replay(
     """Offline lift of each variant's artifact over control: replayed A/B test and team-draft interleaving."""
     import polars as pl
 
-    from serving.experiments import load_experiment
-    from services.ab.replay import load_models, replay as run
+    from services.ab.replay import load_models
+    from services.ab.replay import replay as run
     from services.files import write_parquet_atomic
+    from serving.experiments import load_experiment
     from training.data import Columns, load_interactions
 
     if k < 1:

@@ -7,12 +7,10 @@ input becomes one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
@@ -24,23 +22,7 @@ encoders_app = typer.Typer(
     add_completion=False,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_BAD_INPUT = 2
-
-
-def _errors_to_exit(func: F) -> F:
-    """Expected failures -> one stderr line and exit code 2 (no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (ValueError, KeyError, OSError) as exc:  # DataError is a ValueError
-            text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc) or type(exc).__name__
-            typer.echo(f"error: {' '.join(text.split())}", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-
-    return wrapper  # type: ignore[return-value]
+from services.errors import friendly_errors  # noqa: E402
 
 
 def _console() -> Any:
@@ -58,7 +40,7 @@ def _main() -> None:
 
 
 @encoders_app.command("list")
-@_errors_to_exit
+@friendly_errors
 def list_encoders() -> None:
     """Model cards of the built-in encoders: name, modality, dim, params, size, format, input, source."""
     from services.encoders import cards_table, list_cards
@@ -67,7 +49,7 @@ def list_encoders() -> None:
 
 
 @encoders_app.command("compare")
-@_errors_to_exit
+@friendly_errors
 def compare(
     catalog: Annotated[Path, typer.Option(help="Catalog file (Parquet, CSV or JSONL).")],
     interactions: Annotated[Path, typer.Option(help="Interactions file (Parquet, CSV or JSONL).")],

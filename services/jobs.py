@@ -22,7 +22,6 @@ from training.artifacts import new_version, sha256_file, staged_version, write_j
 from training.data import Columns, load_catalog, load_interactions
 from training.evaluate import evaluate_segments, write_report
 from training.transfer import TransferReport, plot_gains, render_markdown, select_modalities, transfer_report
-from training.metrics import evaluate_rankings
 from training.models import NCFModel
 from training.train import build_model, train_into
 

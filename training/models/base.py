@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 import torch
 from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file, save_file
 
-from training.data import InteractionData
+from training.data import Columns, InteractionData
 
 logger = logging.getLogger(__name__)
 
@@ -245,3 +246,14 @@ def top_k(scores: np.ndarray, k: int, item_ids: np.ndarray) -> tuple[np.ndarray,
 def config_from_dict(config_class: type[ModelConfig], values: dict[str, Any] | None) -> ModelConfig:
     """Build a config from overrides, naming the allowed keys on error."""
     return config_class.model_validate(values or {})
+
+
+def relevant_by_user(val: pl.DataFrame, data: InteractionData) -> dict[int, set[int]]:
+    """Held-out events as internal ``user -> item set``, restricted to users and items in ``data``."""
+    users = data.users.to_internal(val[Columns.USER], missing="ignore")
+    items = data.items.to_internal(val[Columns.ITEM], missing="ignore")
+    rel: dict[int, set[int]] = {}
+    for u, i in zip(users.tolist(), items.tolist()):
+        if u >= 0 and i >= 0:
+            rel.setdefault(u, set()).add(i)
+    return rel

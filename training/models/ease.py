@@ -30,9 +30,9 @@ import torch
 from pydantic import Field
 from scipy.linalg import lapack
 
-from training.data import Columns, InteractionData
+from training.data import InteractionData
 from training.metrics import ndcg_at_k
-from training.models.base import ModelConfig, Recommender, top_k
+from training.models.base import ModelConfig, Recommender, relevant_by_user, top_k
 from training.splits import temporal_split
 
 logger = logging.getLogger(__name__)
@@ -84,17 +84,6 @@ def ease_solve(gram: np.ndarray, l2: float) -> np.ndarray:
 def ease_weights(matrix: sp.spmatrix, l2: float) -> np.ndarray:
     """The EASE item-item matrix ``B`` float32 ``[n, n]`` for a user x item matrix ``[m, n]``."""
     return ease_solve(gram_matrix(matrix), l2)
-
-
-def relevant_by_user(val: pl.DataFrame, data: InteractionData) -> dict[int, set[int]]:
-    """Held-out events as internal ``user -> item set``, restricted to users and items in ``data``."""
-    users = data.users.to_internal(val[Columns.USER], missing="ignore")
-    items = data.items.to_internal(val[Columns.ITEM], missing="ignore")
-    rel: dict[int, set[int]] = {}
-    for u, i in zip(users.tolist(), items.tolist()):
-        if u >= 0 and i >= 0:
-            rel.setdefault(u, set()).add(i)
-    return rel
 
 
 def holdout_ndcg(

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from training.data import Columns, InteractionData
 from training.metrics import ndcg_at_k
-from training.models.base import ModelConfig, Recommender, top_k
+from training.models.base import ModelConfig, Recommender, relevant_by_user, top_k
 from training.splits import temporal_split
 
 logger = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ class NCFModel(Recommender):
             raise ValueError("ncf: no user has 2 or more distinct items to learn from")
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         batch = cfg.batch_users
-        val_rel = _relevant_by_user(val, data) if val is not None else None
+        val_rel = relevant_by_user(val, data) if val is not None else None
         best = (-1.0, 0, None)
         bad = 0
         bar = tqdm(range(1, epochs + 1), desc="ncf", unit="epoch", disable=not cfg.progress, leave=False)
@@ -491,14 +491,3 @@ def _row_normalised(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int
     values = w / np.maximum(totals[rows], 1e-12)
     index = torch.from_numpy(np.vstack([rows, cols]).astype(np.int64))
     return torch.sparse_coo_tensor(index, torch.from_numpy(values), (n_rows, n_cols), check_invariants=False).coalesce()
-
-
-def _relevant_by_user(val: pl.DataFrame, data: InteractionData) -> dict[int, set[int]]:
-    """Held-out (user -> item set) in internal ids, restricted to known users and items."""
-    users = data.users.to_internal(val[Columns.USER], missing="ignore")
-    items = data.items.to_internal(val[Columns.ITEM], missing="ignore")
-    rel: dict[int, set[int]] = {}
-    for u, i in zip(users.tolist(), items.tolist()):
-        if u >= 0 and i >= 0:
-            rel.setdefault(u, set()).add(i)
-    return rel
