@@ -339,14 +339,25 @@ class ExposureLog:
 
     def log_many(self, exposures: Iterable[tuple[str, str, str, float | None]]) -> int:
         """Record several ``(user_id, experiment, variant, timestamp)`` with one fsync; returns how many were new."""
+        return sum(self.log_batch(exposures))
+
+    def log_batch(self, exposures: Iterable[tuple[str, str, str, float | None]]) -> list[bool]:
+        """:meth:`log_many`, with one flag per input: True if this call wrote its line (one fsync in all).
+
+        False for a unit already in the log (this or another writer) or repeated earlier in
+        ``exposures``. Raises ``OSError`` if the write or fsync fails (nothing counts as logged).
+        """
         now = time.time()
         with self._locked():
             lines: list[bytes] = []
             new: set[tuple[str, str]] = set()
+            flags: list[bool] = []
             for user_id, experiment, variant, timestamp in exposures:
                 key = (str(experiment), str(user_id))
                 if key in self._seen or key in new:
+                    flags.append(False)
                     continue
+                flags.append(True)
                 new.add(key)
                 record = {"user_id": key[1], "experiment": key[0], "variant": str(variant),
                           "timestamp": round(float(now if timestamp is None else timestamp), 3)}
@@ -359,7 +370,16 @@ class ExposureLog:
                 os.fsync(self._require_fd())
                 self._offset += len(data)
                 self._seen |= new  # only once durable: a failed write leaves the units loggable
-            return len(lines)
+            return flags
+
+    def known(self, user_id: str, experiment: str) -> bool:
+        """True if this writer has seen an exposure of the unit: no lock, no file access (~100 ns).
+
+        Covers this process's durable appends and the other writers' lines read so far
+        (:meth:`has` also reads their latest ones). A cheap pre-check for an event loop:
+        False may still mean "logged by another process"; :meth:`log_batch` decides.
+        """
+        return (experiment, user_id) in self._seen
 
     def has(self, user_id: str, experiment: str) -> bool:
         """True if the log (including other writers' appends) holds an exposure of this unit."""

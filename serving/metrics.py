@@ -11,6 +11,13 @@ Exposed at ``GET /metrics`` in the Prometheus text format:
 - ``tlrec_reloads_total{outcome}`` (ok, refused), ``tlrec_events_total`` (events durably
   appended), ``tlrec_event_batches_total{outcome}`` (appended, duplicate, conflict, error).
 - ``tlrec_model_batch_size`` (histogram): requests merged into one model call.
+- A/B experiments (only for users inside one; the default model's answers are not
+  labelled): ``tlrec_experiment_requests_total{experiment,variant}`` (recommendation
+  requests answered by the variant's model), ``tlrec_exposures_total{experiment,variant}``
+  (exposures durably logged: at most one per user and experiment),
+  ``tlrec_exposure_errors_total{reason}`` (``write_failed``: retried on the user's next
+  request; ``late``: answered before the write finished), ``tlrec_variant_info{experiment,
+  variant,version}`` = 1 for each variant's model in service.
 """
 
 from __future__ import annotations
@@ -47,7 +54,24 @@ class Metrics:
             "tlrec_model_batch_size", "Requests merged into one model call.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r,
         )
+        self.experiment_requests = Counter(
+            "tlrec_experiment_requests", "Recommendation requests answered by an experiment variant's model.",
+            ["experiment", "variant"], registry=r,
+        )
+        self.exposures = Counter(
+            "tlrec_exposures", "Exposures durably logged (one per user and experiment).", ["experiment", "variant"],
+            registry=r,
+        )
+        self.exposure_errors = Counter(
+            "tlrec_exposure_errors", "Exposure log writes that failed or finished after the answer.", ["reason"],
+            registry=r,
+        )
+        self.variant_info = Gauge(
+            "tlrec_variant_info", "Model version serving each experiment variant (value 1).",
+            ["experiment", "variant", "version"], registry=r,
+        )
         self._version: str | None = None
+        self._variants: set[tuple[str, str, str]] = set()
 
     def set_version(self, version: str) -> None:
         """Point ``tlrec_model_info`` at ``version`` (the previous label is removed)."""
@@ -55,6 +79,14 @@ class Metrics:
             self.model_info.remove(self._version)
         self.model_info.labels(version=version).set(1)
         self._version = version
+
+    def set_variants(self, variants: set[tuple[str, str, str]]) -> None:
+        """Point ``tlrec_variant_info`` at these ``(experiment, variant, version)`` (others removed)."""
+        for gone in self._variants - variants:
+            self.variant_info.remove(*gone)
+        for labels in variants:
+            self.variant_info.labels(*labels).set(1)
+        self._variants = set(variants)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,8 +1,9 @@
 """Settings of the HTTP service, read from the environment (prefix ``TLREC_``) by pydantic-settings.
 
 Every field is an environment variable named ``TLREC_<FIELD>`` (e.g. ``TLREC_API_KEYS``);
-``tlrec serve`` passes its options (``--artifacts``, ``--insecure``, ``--threads``) as
-overrides. Keys never come from the command line, so they do not show up in ``ps``.
+``tlrec serve`` passes its options (``--artifacts``, ``--insecure``, ``--threads``,
+``--experiment``) as overrides. Keys never come from the command line, so they do not show
+up in ``ps``.
 """
 
 from __future__ import annotations
@@ -60,12 +61,31 @@ class Settings(BaseSettings):
     history_half_life_days: float = Field(
         default=0.0, ge=0.0, description="POST /v1/recommendations: recency half-life of timestamped items (0: off)."
     )
+    experiments: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="A/B experiment YAML files, comma-separated (`tlrec serve --experiment FILE`, repeatable); "
+        "each variant's model is loaded at start and on reload.",
+    )
+    exposures_file: Path | None = Field(
+        default=None, description="Exposure log (JSON lines); default: `exposures.jsonl` in the events folder."
+    )
+    exposure_wait_ms: int = Field(
+        default=1000, ge=0, le=60_000,
+        description="Longest an answer waits for its exposure to be fsynced (0: answer at once, write behind).",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("experiments", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
         return value
 
     @field_validator("admin_key", mode="before")
@@ -85,6 +105,13 @@ class Settings(BaseSettings):
     def resolved_events_dir(self) -> Path:
         """``events_dir``, or ``events/`` beside the artifacts root (``demo_out/artifacts`` -> ``demo_out/events``)."""
         return Path(self.events_dir) if self.events_dir is not None else self.artifacts_root.parent / "events"
+
+    @property
+    def resolved_exposures_file(self) -> Path:
+        """``exposures_file``, or ``exposures.jsonl`` in the events folder."""
+        if self.exposures_file is not None:
+            return Path(self.exposures_file)
+        return self.resolved_events_dir / "exposures.jsonl"
 
     @property
     def has_keys(self) -> bool:

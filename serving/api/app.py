@@ -1,7 +1,8 @@
 """FastAPI app factory: settings in, app out; the model, index and event log load in ``lifespan``.
 
 Start-up runs in the background so ``/healthz`` answers at once and ``/readyz`` turns 200
-only when the event log is replayed and the model is loaded and warmed up. Errors never
+only when the event log is replayed, the exposure log is open (with experiments) and the
+default model and every experiment variant's are loaded and warmed up. Errors never
 carry a stack trace to the client: every error body is ``ErrorOut``.
 """
 
@@ -22,23 +23,28 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serving.api import service, threads
 from serving.api.batching import MicroBatcher
 from serving.api.deps import ServiceState
+from serving.api.exposures import ExposureRecorder
 from serving.api.middleware import BodyLimitMiddleware
 from serving.api.routes import admin, events, health, recommendations
+from serving.api.variants import ModelSet, load_model_set
 from serving.events import EventLog, FreshEvents
+from serving.experiments import ExposureLog
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.recommender import ServedModel
 from serving.settings import Settings
+from training.artifacts import resolve_version
 
 logger = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 
 
-def create_app(settings: Settings | Path, model: ServedModel | None = None) -> FastAPI:
+def create_app(settings: Settings | Path, model: ServedModel | ModelSet | None = None) -> FastAPI:
     """An app serving ``settings.artifacts`` (a root with ``current``, or one version dir).
 
-    ``settings`` may be a path (other settings from the environment). ``model``: an
-    already loaded version (``tlrec serve`` loads it first to fail fast). Raises
+    ``settings`` may be a path (other settings from the environment). ``model``: already
+    loaded models (``tlrec serve`` loads the default and every variant first, to fail
+    fast), or the default version alone (variants then load at start-up). Raises
     ``InsecureConfigError`` when no API key is set and ``insecure`` is off.
     """
     if not isinstance(settings, Settings):
@@ -64,6 +70,8 @@ def create_app(settings: Settings | Path, model: ServedModel | None = None) -> F
         finally:
             task.cancel()
             model_threads.shutdown()
+            if state.exposures is not None:
+                await state.exposures.close()
             if state.events is not None:
                 state.events.close()
 
@@ -80,29 +88,45 @@ def create_app(settings: Settings | Path, model: ServedModel | None = None) -> F
     return app
 
 
-async def _start(state: ServiceState, model: ServedModel | None) -> None:
-    """Replay the event log, load and warm the model, then mark the service ready."""
+async def _start(state: ServiceState, given: ServedModel | ModelSet | None) -> None:
+    """Replay the event log, open the exposure log, load and warm the models, then mark the service ready."""
     settings = state.settings
     try:
         state.not_ready_reason = "replaying the event log"
         log = EventLog(settings.resolved_events_dir, on_batch=state.fresh.add)
         await anyio.to_thread.run_sync(log.open)
         state.events = log
-        state.not_ready_reason = "loading the model"
+        if settings.experiments:
+            state.not_ready_reason = "opening the exposure log"
+            exposures = await anyio.to_thread.run_sync(ExposureLog, settings.resolved_exposures_file)
+            state.exposures = ExposureRecorder(exposures, state.metrics)
+        state.not_ready_reason = "loading the models"
         async with state.reload_lock:
-            if model is None:
-                model = await anyio.to_thread.run_sync(threads.run, service.load_and_warm, settings.artifacts)
-            else:
-                await anyio.to_thread.run_sync(threads.run, model.warm_up)
-            if state.model is None:  # a reload may have won the race
-                state.model = model
-        state.metrics.set_version(state.model.version)
+            models = await anyio.to_thread.run_sync(threads.run, _load, settings, given)
+            if state.models is None:  # a reload may have won the race
+                service.publish(state, models)
         state.ready, state.not_ready_reason = True, None
         state.metrics.ready.set(1)
-        logger.info("ready: serving %s, events in %s", state.model.version, log.path)
+        arms = state.models.arms
+        logger.info("ready: serving %s, events in %s%s", state.models.default.version, log.path,
+                    f"; {len(arms)} experiment variant(s), exposures in {state.exposures.log.path}"
+                    if arms and state.exposures is not None else "")
     except Exception as exc:  # noqa: BLE001 - stay alive but not ready; /readyz says why
         state.not_ready_reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         logger.error("start-up failed: %s", state.not_ready_reason, exc_info=exc)
+
+
+def _load(settings: Settings, given: ServedModel | ModelSet | None) -> ModelSet:
+    """The models to serve, each warmed up; blocking. Loads what ``given`` does not hold."""
+    if isinstance(given, ModelSet):
+        for model in given.models:
+            model.warm_up()
+        return given
+    reuse = None
+    if given is not None:
+        given.warm_up()
+        reuse = {resolve_version(Path(settings.artifacts)).resolve(): given}  # type: ignore[arg-type]
+    return load_model_set(settings, service.load_and_warm, reuse)
 
 
 def _error(status: int, message: str, detail: list[dict[str, str]] | None = None,

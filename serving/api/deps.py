@@ -1,7 +1,8 @@
-"""Shared state of one app and its ``Annotated`` dependencies (auth, the model in service).
+"""Shared state of one app and its ``Annotated`` dependencies (auth, the models in service).
 
-Each request reads ``state.model`` once (``CurrentModel``) and uses that object to the end,
-so a reload swapping the reference never changes a request half-way.
+Each request reads ``state.models`` once (``CurrentModels``: the default model and every
+A/B variant's, one immutable ``ModelSet``) and uses that object to the end, so a reload
+swapping the reference never changes a request half-way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 
 from serving.api.batching import MicroBatcher
+from serving.api.exposures import ExposureRecorder
 from serving.api.threads import ModelThreads
+from serving.api.variants import ModelSet
 from serving.events import EventLog, FreshEvents
 from serving.metrics import Metrics
 from serving.recommender import ServedModel
@@ -27,15 +30,16 @@ API_KEY_HEADER = "X-API-Key"
 
 @dataclass
 class ServiceState:
-    """Everything a request may touch; ``model`` is swapped whole by a reload."""
+    """Everything a request may touch; ``models`` is swapped whole by a reload."""
 
     settings: Settings
     metrics: Metrics
     fresh: FreshEvents
     batcher: MicroBatcher
     model_threads: ModelThreads
-    model: ServedModel | None = None
+    models: ModelSet | None = None
     events: EventLog | None = None
+    exposures: ExposureRecorder | None = None  # set when experiments are configured
     ready: bool = False
     not_ready_reason: str | None = "starting"
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -46,6 +50,12 @@ class ServiceState:
         s = self.settings
         self.admin_keys = [s.admin_key.get_secret_value().encode()] if s.admin_key is not None else []
         self.user_keys = [k.get_secret_value().encode() for k in s.api_keys] + self.admin_keys
+
+    @property
+    def model(self) -> ServedModel | None:
+        """The default model (``ARTIFACTS/current``) in service, if loaded."""
+        models = self.models
+        return models.default if models is not None else None
 
 
 def _state(request: Request) -> ServiceState:
@@ -69,6 +79,18 @@ async def current_model(request: Request) -> ServedModel:
 
 
 CurrentModel = Annotated[ServedModel, Depends(current_model)]
+
+
+async def current_models(request: Request) -> ModelSet:
+    """The default and variant models in service at the start of this request; 503 while none is loaded."""
+    state = _state(request)
+    models = state.models
+    if models is None:
+        raise HTTPException(status_code=503, detail=f"not ready: {state.not_ready_reason or 'no model loaded'}")
+    return models
+
+
+CurrentModels = Annotated[ModelSet, Depends(current_models)]
 
 _key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="API key (TLREC_API_KEYS).")
 _UNAUTHORIZED = "missing or invalid API key (X-API-Key)"

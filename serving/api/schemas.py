@@ -56,7 +56,11 @@ class RecommendationsOut(_Out):
         "a sent or fresh history of a user it does not know; 'popular': the popularity fallback."
     )
     fallback_reason: FallbackReason | None = Field(default=None, description="Why the fallback answered.")
-    model_version: str
+    model_version: str = Field(description="The version that answered (the variant's, inside an experiment).")
+    experiment: str | None = Field(
+        default=None, description="The A/B experiment the user is in (null: not in one; the default model answered)."
+    )
+    variant: str | None = Field(default=None, description="The user's variant in `experiment`, whose model answered.")
 
 
 class HistoryItem(_In):
@@ -79,7 +83,10 @@ class HistoryRecommendIn(_In):
         default=None, min_length=1, max_length=MAX_CANDIDATES, description="Rank only among these items."
     )
     filters: RecommendFilters = Field(default_factory=RecommendFilters)
-    user_id: Id | None = Field(default=None, description="Optional: names the user in the answer.")
+    user_id: Id | None = Field(
+        default=None,
+        description="Optional: names the user in the answer; a user in an A/B experiment gets their variant's model.",
+    )
 
 
 class SimilarOut(_Out):
@@ -128,7 +135,14 @@ class PingOut(_Out):
     status: Literal["ok"] = "ok"
 
 
-class ReloadOut(_Out):
+class VariantOut(_Out):
+    experiment: str
+    variant: str
     model_version: str
+
+
+class ReloadOut(_Out):
+    model_version: str = Field(description="The default version (`ARTIFACTS/current`) now in service.")
     previous_version: str | None
-    changed: bool
+    changed: bool = Field(description="False when the versions and the experiment files are as before.")
+    variants: list[VariantOut] = Field(default_factory=list, description="Each experiment variant's version now.")

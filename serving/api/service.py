@@ -4,6 +4,11 @@ Routes stay thin and call these. Every model call runs in a worker thread within
 request's deadline (``Settings.deadline_ms``); past it, or on any error in ranking, the
 answer is the popularity fallback (``source="popular"``, ``fallback_reason`` says why),
 computed from a precomputed order in microseconds.
+
+A/B experiments: a user's recommendations come from their variant's model
+(``ModelSet.route``; the default model for everybody else), the answer names the
+experiment and variant, and the user's first answer in each experiment logs one exposure
+(fallback answers included), written concurrently with the model work.
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ from serving.api.schemas import (
     ReloadOut,
     ScoredItem,
     SimilarOut,
+    VariantOut,
 )
+from serving.api.variants import Arm, ModelSet, load_model_set
 from serving.events import EventLogError, IdempotencyConflict, batch_digest
 from serving.recommender import Recommendations, ServedModel
-from training.artifacts import resolve_version
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +107,40 @@ def _fallback(state: ServiceState, endpoint: str, reason: str, exc: BaseExceptio
     return reason
 
 
+# ---------------------------------------------------------------------------- experiments
+def _expose(state: ServiceState, arm: Arm, user_id: str) -> asyncio.Future[bool] | None:
+    """Count the request for ``arm`` and start logging the user's exposure (None: already logged)."""
+    state.metrics.experiment_requests.labels(arm.experiment, arm.variant).inc()
+    recorder = state.exposures
+    return recorder.record(user_id, arm.experiment, arm.variant, time.time()) if recorder is not None else None
+
+
+async def _answer(state: ServiceState, out: RecommendationsOut, arm: Arm,
+                  exposure: asyncio.Future[bool] | None) -> RecommendationsOut:
+    """``out`` labelled with the arm, once the exposure is durable (waiting at most ``exposure_wait_ms``)."""
+    out.experiment, out.variant = arm.experiment, arm.variant
+    wait = state.settings.exposure_wait_ms
+    if exposure is not None and state.exposures is not None and wait > 0:
+        await state.exposures.settle(exposure, wait / 1000.0)
+    return out
+
+
 # ---------------------------------------------------------------------------- recommendations
 async def user_recommendations(
+    state: ServiceState, models: ModelSet, user_id: str, k: int, exclude_seen: bool
+) -> RecommendationsOut:
+    """Top-k for a user id (micro-batched) from the user's variant's model (or the default one),
+    with the user's fresh events applied at once."""
+    arm = models.route(user_id) if models.experiments else None
+    model = models.default if arm is None else arm.model
+    exposure = _expose(state, arm, user_id) if arm is not None else None
+    out = await _user_recommendations(state, model, user_id, k, exclude_seen)
+    return out if arm is None else await _answer(state, out, arm, exposure)
+
+
+async def _user_recommendations(
     state: ServiceState, model: ServedModel, user_id: str, k: int, exclude_seen: bool
 ) -> RecommendationsOut:
-    """Top-k for a user id (micro-batched), with the user's fresh events applied at once."""
     fresh = state.fresh.get(user_id)
     reason = None
     try:
@@ -132,9 +167,23 @@ def _history_weights(body: HistoryRecommendIn, half_life_days: float) -> list[fl
 
 
 async def history_recommendations(
+    state: ServiceState, models: ModelSet, body: HistoryRecommendIn
+) -> RecommendationsOut:
+    """Top-k for a history sent with the request; ``filters.exclude_items`` never come back.
+
+    With a ``user_id`` inside an experiment, the user's variant's model answers (and the
+    exposure is logged); anonymous histories get the default model.
+    """
+    arm = models.route(body.user_id) if body.user_id and models.experiments else None
+    model = models.default if arm is None else arm.model
+    exposure = _expose(state, arm, body.user_id) if arm is not None and body.user_id else None
+    out = await _history_recommendations(state, model, body)
+    return out if arm is None else await _answer(state, out, arm, exposure)
+
+
+async def _history_recommendations(
     state: ServiceState, model: ServedModel, body: HistoryRecommendIn
 ) -> RecommendationsOut:
-    """Top-k for a history sent with the request; ``filters.exclude_items`` never come back."""
     ids = [h.item_id for h in body.history]
     weights = _history_weights(body, state.settings.history_half_life_days)
     exclude = set(body.filters.exclude_items)
@@ -223,29 +272,47 @@ def _one_line(exc: BaseException) -> str:
     return " ".join((str(exc) or type(exc).__name__).split())[:500]
 
 
-async def reload_model(state: ServiceState) -> ReloadOut:
-    """Load the version ``current`` names, verify and warm it in a thread, then swap one reference.
+def _variants(models: ModelSet) -> list[VariantOut]:
+    return [VariantOut(experiment=a.experiment, variant=a.variant, model_version=a.model.version) for a in models.arms]
 
-    A refused version (corrupt, mismatched, unloadable) raises 409 with a one-line reason;
-    the old version keeps serving. Requests already running finish on the object they hold.
+
+def publish(state: ServiceState, models: ModelSet) -> None:
+    """Swap ``models`` in (one reference) and point the version metrics at it."""
+    state.models = models
+    state.metrics.set_version(models.default.version)
+    state.metrics.set_variants(models.variant_labels())
+
+
+async def reload_model(state: ServiceState) -> ReloadOut:
+    """Load what ``current`` and the experiment files name now, verify and warm it in a thread, swap one reference.
+
+    All or nothing: the default version and every variant's version (versions already in
+    service are reused, not reloaded; the experiment files are read again). If any of them
+    cannot be served (corrupt, mismatched, unloadable artifact; a bad experiment file)
+    the reload is refused with 409 and a one-line reason, and every old model keeps
+    serving. Requests already running finish on the set they hold.
     """
-    root = state.settings.artifacts
     async with state.reload_lock:
-        old = state.model
+        old = state.models
         try:
-            target = resolve_version(root)
-            if old is not None and target.name == old.version:
-                state.metrics.reloads.labels("unchanged").inc()
-                return ReloadOut(model_version=old.version, previous_version=old.version, changed=False)
-            new = await anyio.to_thread.run_sync(threads.run, load_and_warm, target)
+            if state.settings.experiments and state.exposures is None:  # start-up failed before opening it
+                raise RuntimeError(f"exposure log not open ({state.not_ready_reason or 'start-up failed'})")
+            new = await anyio.to_thread.run_sync(
+                threads.run, load_model_set, state.settings, load_and_warm, old.loaded if old else None)
         except Exception as exc:  # noqa: BLE001 - refuse whatever cannot be served
             state.metrics.reloads.labels("refused").inc()
             logger.warning("reload refused: %s", _one_line(exc))
             raise HTTPException(status_code=409, detail=f"reload refused: {_one_line(exc)}") from None
-        state.model = new
+        previous = old.default.version if old is not None else None
+        if old is not None and new.signature() == old.signature():
+            state.metrics.reloads.labels("unchanged").inc()
+            return ReloadOut(model_version=previous, previous_version=previous, changed=False,
+                             variants=_variants(old))
+        publish(state, new)
         state.ready, state.not_ready_reason = state.events is not None, None
-        state.metrics.set_version(new.version)
         state.metrics.ready.set(1 if state.ready else 0)
         state.metrics.reloads.labels("ok").inc()
-        logger.info("now serving %s (was %s)", new.version, old.version if old else None)
-        return ReloadOut(model_version=new.version, previous_version=old.version if old else None, changed=True)
+        logger.info("now serving %s (was %s)%s", new.default.version, previous,
+                    "".join(f"; {a.experiment}/{a.variant}: {a.model.version}" for a in new.arms))
+        return ReloadOut(model_version=new.default.version, previous_version=previous, changed=True,
+                         variants=_variants(new))

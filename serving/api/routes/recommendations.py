@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from serving.api import service
-from serving.api.deps import CurrentModel, State, UserAuth
+from serving.api.deps import CurrentModel, CurrentModels, State, UserAuth
 from serving.api.routes import errors
 from serving.api.schemas import MAX_ID_CHARS, MAX_K, HistoryRecommendIn, RecommendationsOut, SimilarOut
 
@@ -21,17 +21,20 @@ K = Annotated[int, Query(ge=1, le=MAX_K, description="List length.")]
 @router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut,
             responses=errors(401, 404, 422, 503))
 async def user_recommendations(
-    state: State, model: CurrentModel, user_id: UserId, k: K = 10,
+    state: State, models: CurrentModels, user_id: UserId, k: K = 10,
     exclude_seen: Annotated[bool, Query(description="Drop the user's items (training data, fresh events).")] = True,
 ) -> RecommendationsOut:
-    """Top-k for a user; an unknown user gets popular items (`source="popular"`)."""
-    return await service.user_recommendations(state, model, user_id, k, exclude_seen)
+    """Top-k for a user; an unknown user gets popular items (`source="popular"`).
+
+    A user inside an A/B experiment gets their variant's model (`experiment`, `variant`).
+    """
+    return await service.user_recommendations(state, models, user_id, k, exclude_seen)
 
 
 @router.post("/recommendations", response_model=RecommendationsOut, responses=errors(401, 413, 422, 503))
-async def history_recommendations(state: State, model: CurrentModel, body: HistoryRecommendIn) -> RecommendationsOut:
+async def history_recommendations(state: State, models: CurrentModels, body: HistoryRecommendIn) -> RecommendationsOut:
     """Top-k for a history sent in the request (new or anonymous users), optional candidates and filters."""
-    return await service.history_recommendations(state, model, body)
+    return await service.history_recommendations(state, models, body)
 
 
 @router.get("/items/{item_id}/similar", response_model=SimilarOut, responses=errors(401, 404, 422, 503))
