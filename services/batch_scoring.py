@@ -47,7 +47,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from serving.recommender import ServedModel
-from services.files import read_id_list
+from services.files import read_id_list, write_parquet_atomic
 from services.jobs import frame_of_recommendations
 from training.artifacts import resolve_version, sha256_file, verify
 from training.data import DataError, IdMap
@@ -149,21 +149,8 @@ class PartitionScorer:
             popular += sum(r.source == "popular" for r in recs)
             frames.append(frame_of_recommendations(recs))
         frame = pl.concat(frames).with_columns(pl.lit(spec.model_version, dtype=pl.String).alias(MODEL_VERSION))
-        _write_part(frame, part_path(Path(spec.staging), index))
+        write_parquet_atomic(frame, part_path(Path(spec.staging), index))
         return PartResult(index, len(users), frame.height, popular, time.perf_counter() - start)
-
-
-def _write_part(frame: pl.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.write_parquet(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- the job

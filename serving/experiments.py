@@ -43,6 +43,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from training.artifacts import fsync_dir
 from training.data import DataError
 
 logger = logging.getLogger(__name__)
@@ -325,7 +326,7 @@ class ExposureLog:
         created = not self.path.exists()
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._lock = threading.Lock()
         self._offset = 0
         self._seen: set[tuple[str, str]] = set()
@@ -444,17 +445,4 @@ class ExposureLog:
             except (ValueError, KeyError, TypeError):
                 logger.warning("%s: skipping an unreadable line near byte %d", self.path, self._offset)
         self._offset += end
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 

@@ -64,7 +64,7 @@ class ArtifactError(RuntimeError):
 # --------------------------------------------------------------------------- small helpers
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """fsync a directory so renames/creations inside it are durable (no-op where unsupported)."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -122,7 +122,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -196,7 +196,7 @@ def _collect_files(staging: Path) -> dict[str, dict[str, Any]]:
 
 def _fsync_tree_dirs(top: Path) -> None:
     for dirpath, _dirnames, _filenames in os.walk(top, topdown=False):
-        _fsync_dir(Path(dirpath))
+        fsync_dir(Path(dirpath))
 
 
 @contextmanager
@@ -253,7 +253,7 @@ def _publish(root: Path, staging: Path, version: str, extra: dict[str, Any]) -> 
     if target.exists():
         raise ArtifactError(f"{target}: version already exists")
     os.rename(staging, target)
-    _fsync_dir(root)
+    fsync_dir(root)
     _point_current(root, version)
     logger.info("published %s (%d files) under %s", version, len(files), root)
 
@@ -266,7 +266,7 @@ def _point_current(root: Path, version: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, root / CURRENT)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 # --------------------------------------------------------------------------- reading
