@@ -174,6 +174,11 @@ def _texts(catalog: pl.DataFrame) -> list[str | None]:
     return out
 
 
+def item_texts(catalog: pl.DataFrame) -> list[str | None]:
+    """The text the embedding job encodes for each catalog row: ``"title. description"`` (None: no text)."""
+    return _texts(catalog)
+
+
 def _paths(catalog: pl.DataFrame, column: str, base_dir: Path | None) -> list[Path | None]:
     if column not in catalog.columns:
         return [None] * catalog.height

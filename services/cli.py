@@ -148,12 +148,16 @@ def train(
         help="Content modalities to use: all, a comma list (text,image,audio), or auto (drop those that "
              "transfer negatively on a time-based split)."
     )] = "all",
+    finetune_layers: Annotated[int | None, typer.Option(
+        help="NCF: also train the top N layers of the text encoder (after the latter layers; kept only if "
+             "validation improves).", min=0)] = None,
 ) -> None:
     """Fit a model and publish it as a new artifact version."""
     from services.jobs import train_job
 
     config = _parse_settings(set_ or [])
-    config.update({k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None})
+    config.update({k: v for k, v in {"epochs": epochs, "seed": seed, "finetune_layers": finetune_layers}.items()
+                   if v is not None})
     version = train_job(catalog, interactions, out, vectors_path=vectors, model=model, strict=strict, config=config,
                         modalities=modalities)
     typer.echo(str(version))

@@ -175,9 +175,11 @@ class ServedModel:
     def history_matrix(
         self, histories: Sequence[Sequence[str]], weights: Sequence[Sequence[float] | None] | None = None
     ) -> tuple[sp.csr_matrix, int]:
-        """csr ``[n, n_items]`` of ad-hoc histories (external item ids, optional weights, default 1).
+        """csr ``[n, n_items]`` of ad-hoc histories (external item ids oldest first, optional weights, default 1).
 
-        Unknown item ids are ignored; returns the matrix and how many ids were unknown.
+        Each weight is multiplied by the model's recency weight for its position
+        (``Recommender.history_weights``). Unknown item ids are ignored (they still count as
+        positions); returns the matrix and how many ids were unknown.
         """
         rows, cols, vals, unknown = [], [], [], 0
         for r, ids in enumerate(histories):
@@ -185,6 +187,7 @@ class ServedModel:
             w = np.ones(len(idx), np.float32) if weights is None or weights[r] is None else np.asarray(weights[r], np.float32)
             if len(w) != len(idx):
                 raise ValueError(f"history {r}: {len(idx)} item ids but {len(w)} weights")
+            w = w * self.model.history_weights(len(idx))  # the model's recency, by position
             ok = idx >= 0
             unknown += int((~ok).sum())
             rows.extend([r] * int(ok.sum()))
@@ -260,11 +263,16 @@ class ServedModel:
 
     # ------------------------------------------------------------------ serving helpers
     def seen_items(self, user_id: str) -> list[str]:
-        """External ids of the items ``user_id`` has in the training data (empty for unknown users)."""
+        """External ids of the items ``user_id`` has in the training data, oldest first where the
+        model keeps the order (empty for unknown users)."""
         (u,) = self.users.to_internal([user_id], missing="ignore")
         if u < 0:
             return []
-        return self.items.to_external(self.seen.indices[self.seen.indptr[u] : self.seen.indptr[u + 1]])
+        seen = self.seen.indices[self.seen.indptr[u] : self.seen.indptr[u + 1]]
+        ordered = self.model.ordered_history(int(u))
+        if ordered is not None:  # oldest first, as histories are weighed by position
+            seen = np.concatenate([np.setdiff1d(seen, ordered), ordered])
+        return self.items.to_external(seen)
 
     def popular(
         self,

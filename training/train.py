@@ -23,9 +23,12 @@ import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
 
-from embeddings.vectors import ItemVectors
+from embeddings.finetune import TextTopLayers
+from embeddings.registry import get_encoder
+from embeddings.text import TextEncoder
+from embeddings.vectors import ItemVectors, item_texts
 from training.data import Columns, IdMap, InteractionData
-from training.models import PopularityModel, Recommender, get_model_class
+from training.models import NCFModel, PopularityModel, Recommender, get_model_class
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +70,30 @@ def fit_model(
     items = IdMap(catalog[Columns.ITEM].to_list())
     data = InteractionData.build(interactions, items)
     content = align_vectors(items, vectors) if vectors is not None and recommender.wants_item_vectors() else None
+    finetune = int(getattr(recommender.config, "finetune_layers", 0) or 0)
+    if finetune and content is not None and isinstance(recommender, NCFModel):
+        assert vectors is not None
+        recommender.set_text_finetuning(*text_finetuning(catalog, vectors, finetune))
     recommender.fit(data, content)
     return recommender, data
+
+
+def text_finetuning(catalog: pl.DataFrame, vectors: ItemVectors, n_layers: int) -> tuple[TextTopLayers, slice]:
+    """The trainable top ``n_layers`` of the vectors' text encoder over the catalog's texts (catalog order),
+    and where the text block sits in the fused vectors."""
+    if "text" not in vectors.blocks:
+        raise ValueError(f"--finetune-layers needs text vectors; the vectors have {', '.join(vectors.blocks) or 'none'}")
+    offset = 0
+    for name, block in vectors.blocks.items():
+        if name == "text":
+            break
+        offset += block.shape[1]
+    text_slice = slice(offset, offset + vectors.blocks["text"].shape[1])
+    name = str((vectors.manifest.get("encoders") or {}).get("text", {}).get("name", "minilm"))
+    encoder = get_encoder(name)
+    if not isinstance(encoder, TextEncoder):
+        raise ValueError(f"--finetune-layers: text encoder {name!r} is not a transformers text model")
+    return TextTopLayers(encoder, item_texts(catalog), n_layers), text_slice
 
 
 def write_model_dir(out_dir: Path, recommender: Recommender, data: InteractionData, fit_seconds: float) -> dict[str, Any]:

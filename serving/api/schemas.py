@@ -77,7 +77,10 @@ class RecommendFilters(_In):
 class HistoryRecommendIn(_In):
     """Recommendations for a history sent with the request (new or anonymous users)."""
 
-    history: list[HistoryItem] = Field(default_factory=list, max_length=MAX_HISTORY)
+    history: list[HistoryItem] = Field(
+        default_factory=list, max_length=MAX_HISTORY,
+        description="Items oldest first: the model may weigh recent ones more (by position).",
+    )
     k: int = Field(default=10, ge=1, le=MAX_K)
     candidates: list[Id] | None = Field(
         default=None, min_length=1, max_length=MAX_CANDIDATES, description="Rank only among these items."

@@ -96,7 +96,7 @@ def _world(n_groups=6, items_per_group=40, users_per_group=20, seed=0):
 def test_transfer_report_end_to_end():
     catalog, inter, vecs = _world()
     report = transfer_report(catalog, inter, vecs, config={"epochs": 15, "val_fraction": 0.0, "dim": 16, "content_hidden": 32,
-                                                            "user_hidden": 32, "batch_users": 16, "lr": 1e-2})
+                                                            "batch_users": 16, "lr": 1e-2})
     assert set(report.results) == {NONE, ALL, "all - text", "all - image"}
     cold = {name: res["cold items"].mean for name, res in report.results.items()}
     # group-bearing text ranks cold items far above chance; noise alone does not

@@ -172,6 +172,18 @@ class Recommender(ABC):
         return masked_top_k(scores, k, history if exclude_history else None, candidates)
 
     # --------------------------------------------------------------- save/load
+    def history_weights(self, n: int) -> np.ndarray:
+        """float32 ``[n]`` weights of an ad-hoc history of ``n`` items listed oldest first (here all 1).
+
+        Models that weigh recent items more (NCF's chosen recency) override this; serving
+        applies it to every history it builds.
+        """
+        return np.ones(n, np.float32)
+
+    def ordered_history(self, user_idx: int) -> np.ndarray | None:
+        """A known user's training items, int64, oldest first; None if the model keeps no order."""
+        return None
+
     def save(self, directory: Path) -> None:
         """Write ``config.json`` and ``weights.safetensors`` into ``directory``."""
         self._check_fitted()
