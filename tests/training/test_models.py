@@ -228,3 +228,44 @@ def test_history_batch_equals_one_by_one(fitted, group_data):
     for r in range(6):
         single, _ = model.recommend_history(history[r], 4)
         np.testing.assert_array_equal(single[0], batch[r])
+
+
+def test_ncf_recency_weighs_the_newest_items_most(group_data):
+    """With a short half-life the newest items decide: the same items in reverse order flip the answer."""
+    data, content, _ = group_data
+    model = NCFModel(NCFConfig(dim=16, content_hidden=32, epochs=60, batch_users=16, val_fraction=0.0,
+                               progress=False, lr=1e-2, recency_half_life=1.0)).fit(data, content)
+    w = model.history_weights(4)
+    np.testing.assert_allclose(w, [0.125, 0.25, 0.5, 1.0])
+    n_per = ITEMS_PER_GROUP
+    group_a, group_b = list(range(0, 3)), list(range(n_per, n_per + 3))
+    for order, newest_group in ((group_a + group_b, 1), (group_b + group_a, 0)):
+        weights = model.history_weights(len(order))
+        history = sp.csr_matrix((weights, (np.zeros(len(order), int), order)), shape=(1, data.n_items))
+        items, _ = model.recommend_history(history, 3)
+        assert all(i // n_per == newest_group for i in items[0]), (order, items[0])
+    assert model.ordered_history(0).tolist() == [i for i in range(n_per) if i != 0]  # oldest first
+
+
+def test_ncf_auto_recency_is_chosen_and_saved(group_data, tmp_path):
+    data, content, _ = group_data
+    model = NCFModel(NCFConfig(dim=16, content_hidden=32, epochs=20, batch_users=16, eval_every=5,
+                               progress=False, lr=1e-2)).fit(data, content)
+    from training.models.ncf import RECENCY_GRID
+
+    half_life = float(model.net.half_life) or None
+    assert half_life in RECENCY_GRID
+    model.save(tmp_path / "m")
+    again = NCFModel.load(tmp_path / "m")
+    np.testing.assert_array_equal(again.history_weights(5), model.history_weights(5))
+
+
+def test_content_neighbours_known_answer():
+    from training.models.ncf import content_neighbours
+
+    content = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.7, 0.7]], np.float32)
+    pool = np.array([0, 1, 2, 3])
+    nbr, sim = content_neighbours(content, pool, 1)
+    assert pool[nbr[:, 0]].tolist()[:4] == [1, 0, 3, 2]  # itself excluded
+    assert nbr.shape == (5, 1) and sim.shape == (5, 1)
+    assert sim[0, 0] == pytest.approx(0.9 / np.hypot(0.9, 0.1), abs=1e-6)

@@ -1,17 +1,20 @@
 """Neural collaborative filtering over frozen pre-trained content vectors.
 
 The transfer-learning part: item content vectors come from frozen pre-trained
-encoders (``embeddings/``); only the latter layers are trained here.
+encoders (``embeddings/``); only the latter layers are trained here (and, with
+``finetune_layers``, the top layers of the text encoder, see ``_finetune``).
 
-* **item tower**  ``q_i = e_i * m_i + proj_q(c_i)`` (``[d + 1]``, the last unit a bias):
-  ``e_i`` a learned id embedding, ``m_i`` 1 for items seen in training (0 for new
-  items, and randomly 0 while training: item-id dropout, so the content path learns
-  to stand alone) and ``proj`` a small MLP over the content vector ``c_i``.
+* **item tower**  ``q_i = e_i + proj_q(c_i)`` (``[d + 1]``, the last unit a bias) for items
+  seen in training: a learned id embedding plus a small MLP over the content vector ``c_i``.
+  A **new item** (no interactions at training time) has no id: it gets
+  ``(tower(c_i) + neighbours_i) / 2``, a content-only MLP trained afterwards to land where
+  ids put warm items, evened with the similarity-weighted learned vectors of its
+  ``NEW_ITEM_NEIGHBOURS`` nearest trained items by content.
 * **user tower**  ``p_u = [tanh(sum_j w_uj v_j + b), 1]`` over the user's history, with
-  ``v_j = f_j * m_j + proj_v(c_j)`` the history-side (input) vector of item ``j`` and
-  ``w_u`` the history's weights, L2-normalised. A user *is* their history, so a list of
-  item ids (a new or anonymous user, or a known user's newest events) gets a vector
-  at once, without retraining. Recent items may weigh more: ``w`` halves every
+  ``v_j = f_j + proj_v(c_j)`` the history-side (input) vector of item ``j`` and ``w_u``
+  the history's weights, L2-normalised. A user *is* their history, so a list of item ids
+  (a new or anonymous user, or a known user's newest events) gets a vector at once,
+  without retraining. Recent items may weigh more: ``w`` halves every
   ``recency_half_life`` items back from the newest, a half-life chosen on validation.
 * **retrieval**   ``<p_u, q_i>``: an inner product, so FAISS can retrieve over ``q``.
 * **ranking**     ``<p_u, q_i> + head(p_u * q_i)``: a NeuMF-style MLP on the
@@ -24,9 +27,11 @@ and the softmax over items must put its mass on the whole history. The softmax r
 over the whole catalog when it is small enough (``full_softmax_items``); above that,
 over the batch's items (in-batch negatives) plus uniformly sampled items, with the
 logQ correction for how often each is in the pool (popularity-corrected). The ranking
-head is trained on the towers' hardest wrong answers. Early stopping on a per-user
-temporal validation split of the training data (which also picks the recency
-half-life and whether the head is kept). Seeded and deterministic on CPU.
+head is trained on the towers' hardest wrong answers (towers detached). Early stopping
+on a per-user temporal validation split of the training data, which also picks the
+recency half-life and whether the head is kept; the new-item tower is then trained
+with the others fixed (half the items, as if new, compete with the rest) and
+early-stopped on items held out of its training. Seeded and deterministic on CPU.
 """
 
 from __future__ import annotations
