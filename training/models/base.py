@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors.torch import load_file, save_file
 
 from training.data import Columns, InteractionData
@@ -199,9 +199,19 @@ class Recommender(ABC):
         meta = json.loads((directory / CONFIG_FILE).read_text())
         if meta.get("model") != cls.name:
             raise ValueError(f"{directory / CONFIG_FILE}: holds model {meta.get('model')!r}, not {cls.name!r}")
-        model = cls(cls.config_class.model_validate(meta["config"]))
+        try:
+            model = cls(cls.config_class.model_validate(meta["config"]))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "config"
+            raise ValueError(f"{directory / CONFIG_FILE}: {where}: {first['msg']} (written by another tlrec "
+                             "version? retrain the model)") from None
         model.n_users, model.n_items = int(meta["n_users"]), int(meta["n_items"])
-        model._load_state(load_file(directory / WEIGHTS_FILE))
+        try:
+            model._load_state(load_file(directory / WEIGHTS_FILE))
+        except RuntimeError as exc:  # tensors missing or of another shape
+            raise ValueError(f"{directory / WEIGHTS_FILE}: {str(exc).splitlines()[0][:160]} (written by another "
+                             "tlrec version? retrain the model)") from None
         model.is_fitted = True
         return model
 
