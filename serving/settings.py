@@ -74,18 +74,11 @@ class Settings(BaseSettings):
         description="Longest an answer waits for its exposure to be fsynced (0: answer at once, write behind).",
     )
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "experiments", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
-            return [k.strip() for k in value.split(",") if k.strip()]
-        return value
-
-    @field_validator("experiments", mode="before")
-    @classmethod
-    def _split_paths(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [p.strip() for p in value.split(",") if p.strip()]
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("admin_key", mode="before")

@@ -69,18 +69,6 @@ async def get_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(get_state)]
 
 
-async def current_model(request: Request) -> ServedModel:
-    """The model in service at the start of this request; 503 while none is loaded."""
-    state = _state(request)
-    model = state.model
-    if model is None:
-        raise HTTPException(status_code=503, detail=f"not ready: {state.not_ready_reason or 'no model loaded'}")
-    return model
-
-
-CurrentModel = Annotated[ServedModel, Depends(current_model)]
-
-
 async def current_models(request: Request) -> ModelSet:
     """The default and variant models in service at the start of this request; 503 while none is loaded."""
     state = _state(request)
@@ -91,6 +79,14 @@ async def current_models(request: Request) -> ModelSet:
 
 
 CurrentModels = Annotated[ModelSet, Depends(current_models)]
+
+
+async def current_model(request: Request) -> ServedModel:
+    """The default model in service at the start of this request; 503 while none is loaded."""
+    return (await current_models(request)).default
+
+
+CurrentModel = Annotated[ServedModel, Depends(current_model)]
 
 _key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="API key (TLREC_API_KEYS).")
 _UNAUTHORIZED = "missing or invalid API key (X-API-Key)"

@@ -226,6 +226,8 @@ class NCFModel(Recommender):
         self.histories: sp.csr_matrix | None = None  # [n_users, n_items] training histories
         self._user_vecs: np.ndarray | None = None
         self._item_vecs: np.ndarray | None = None
+        self._text_tower: nn.Module | None = None  # set_text_finetuning
+        self._text_slice: slice | None = None
 
     def wants_item_vectors(self) -> bool:
         return True
@@ -336,7 +338,7 @@ class NCFModel(Recommender):
         NDCG@10 beats the frozen encoder's (when there is a validation split).
         """
         cfg = self.config
-        tower, text_slice = getattr(self, "_text_tower", None), getattr(self, "_text_slice", None)
+        tower, text_slice = self._text_tower, self._text_slice
         if tower is None or text_slice is None or net.content_hidden is None:
             raise ValueError("ncf: finetune_layers needs the items' texts and text vectors; train with "
                              "`tlrec train --finetune-layers N` on a catalog with text")
@@ -468,9 +470,7 @@ class NCFModel(Recommender):
                       data: InteractionData, k: int = 10) -> float:
         """NDCG@k of the held-out events on ``held`` items, ranked among them by new-item vectors ``q_new``."""
         assert self._user_vecs is not None
-        users = np.fromiter(val_rel.keys(), dtype=np.int64)
-        if len(users) > 2000:
-            users = np.random.default_rng(0).choice(users, 2000, replace=False)
+        users = _validation_users(val_rel)
         scores = self._user_vecs[users] @ q_new[held].T
         recs, _ = top_k(scores, k, held)
         return ndcg_at_k([r.tolist() for r in recs], [val_rel[int(u)] for u in users], k)
@@ -570,9 +570,7 @@ class NCFModel(Recommender):
 
     def _validate(self, val_rel: dict[int, set[int]], data: InteractionData, k: int = 10) -> float:
         """NDCG@k of the served path (retrieve by inner product, rank by the head) on held-out events."""
-        users = np.fromiter(val_rel.keys(), dtype=np.int64)
-        if len(users) > 2000:
-            users = np.random.default_rng(0).choice(users, 2000, replace=False)
+        users = _validation_users(val_rel)
         recs, _ = self.recommend(users, k, exclude=data.seen())
         return ndcg_at_k([r.tolist() for r in recs], [val_rel[int(u)] for u in users], k)
 
@@ -726,6 +724,12 @@ class NCFModel(Recommender):
         net = NCFNet(state["item_emb.weight"].shape[0], content if content.shape[1] else None, self.config)
         net.load_state_dict(state)
         self._set_net(net, sp.csr_matrix((weights, indices, indptr), shape=(self.n_users, self.n_items)))
+
+
+def _validation_users(val_rel: dict[int, set[int]], limit: int = 2000) -> np.ndarray:
+    """The users of ``val_rel`` (int64), a fixed random ``limit`` of them when there are more."""
+    users = np.fromiter(val_rel.keys(), dtype=np.int64)
+    return np.random.default_rng(0).choice(users, limit, replace=False) if len(users) > limit else users
 
 
 def content_neighbours(content: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
