@@ -47,12 +47,12 @@ def build_world(out: Path, n_items: int, n_users: int, per_user: int = 20, dim: 
     """Publish an NCF artifact for a synthetic catalog under ``out/artifacts``; returns the root."""
     import polars as pl
 
-    from serving.index import VectorIndex
-    from serving.recommender import INDEX_FILE
-    from training.artifacts import staged_version
-    from training.data import IdMap, InteractionData, load_catalog, load_interactions
-    from training.models import NCFModel
-    from training.train import write_model_dir
+    from tlrec.serving.index import VectorIndex
+    from tlrec.serving.recommender import INDEX_FILE
+    from tlrec.training.artifacts import staged_version
+    from tlrec.training.data import IdMap, InteractionData, load_catalog, load_interactions
+    from tlrec.training.models import NCFModel
+    from tlrec.training.train import write_model_dir
 
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ def free_port() -> int:
 
 def start_server(artifacts: Path, events: Path, port: int, threads: int | None = None) -> subprocess.Popen:
     env = {**os.environ, "TLREC_API_KEYS": API_KEY, "TLREC_EVENTS_DIR": str(events), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "services.cli", "serve", "--artifacts", str(artifacts), "--port", str(port),
+    cmd = [sys.executable, "-m", "tlrec.services.cli", "serve", "--artifacts", str(artifacts), "--port", str(port),
            "--no-access-log"]
     if threads:
         cmd += ["--threads", str(threads)]
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="api_load-") as tmp:
         work = args.work or Path(tmp)
         artifacts = build_world(work, args.items, args.users)
-        from serving.recommender import ServedModel
+        from tlrec.serving.recommender import ServedModel
 
         index_dim = ServedModel.load(artifacts).index.dim
         users = [f"u{u:05d}" for u in range(args.users)]
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    from serving.settings import available_cores
+    from tlrec.serving.settings import available_cores
 
     result = {
         "n_items": args.items, "n_users": args.users, "requests": args.requests, "rounds": args.rounds, "k": 10,

@@ -47,7 +47,7 @@ GB = 1e9
 RAY_CHILD = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-from embeddings.batch import embed_catalog_ray
+from tlrec.embeddings.batch import embed_catalog_ray
 threads = int(sys.argv[3]) if len(sys.argv) > 3 else None
 embed_catalog_ray(sys.argv[1], sys.argv[2], image=None, audio=None, progress=False, reuse=False,
                   threads_per_actor=threads)
@@ -56,7 +56,7 @@ IN_PROCESS_CHILD = """
 import logging, sys
 import polars as pl
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-from embeddings.vectors import embed_catalog
+from tlrec.embeddings.vectors import embed_catalog
 embed_catalog(pl.read_parquet(sys.argv[1]), sys.argv[2], image=None, audio=None, progress=False, reuse=False)
 """
 
@@ -164,7 +164,7 @@ def main() -> int:
     runs: dict[str, dict[str, Any]] = {}
     ray_logs: dict[str, list[str]] = {}
     try:
-        from embeddings.batch import _layout
+        from tlrec.embeddings.batch import _layout
 
         for threads in args.threads_per_actor.split(","):
             t = None if threads.strip() == "default" else int(threads)

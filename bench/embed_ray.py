@@ -119,8 +119,8 @@ class CpuMeter:
 
 
 def run_in_process(catalog: pl.DataFrame, out: Path, batch_size: int) -> tuple[float, dict[str, float]]:
-    from embeddings.registry import clear_cache
-    from embeddings.vectors import embed_catalog
+    from tlrec.embeddings.registry import clear_cache
+    from tlrec.embeddings.vectors import embed_catalog
 
     clear_cache()
     for p in (out, out.with_suffix(".manifest.json")):
@@ -134,7 +134,7 @@ def run_in_process(catalog: pl.DataFrame, out: Path, batch_size: int) -> tuple[f
 
 def run_ray(catalog: pl.DataFrame, out: Path, batch_size: int,
             layout: dict[str, Any]) -> tuple[float, dict[str, float]]:
-    from embeddings.batch import embed_catalog_ray
+    from tlrec.embeddings.batch import embed_catalog_ray
 
     with CpuMeter() as cpu:
         t0 = time.perf_counter()
@@ -169,7 +169,7 @@ def main() -> int:
     import ray
     import torch
 
-    from embeddings.batch import _layout
+    from tlrec.embeddings.batch import _layout
 
     catalog = make_catalog(args.items)
     chars = catalog.select((pl.col("title").str.len_chars() + pl.col("description").fill_null("").str.len_chars())
@@ -195,7 +195,7 @@ def main() -> int:
                 times[name].append(wall)
                 cpus_used[name].append(cpu)
                 print(f"round {r + 1}: ray {name} {args.items / wall:.1f} items/s", flush=True)
-        from embeddings.vectors import load_item_vectors
+        from tlrec.embeddings.vectors import load_item_vectors
 
         ref = load_item_vectors(work / "local.parquet")
         got = load_item_vectors(work / "ray_0.parquet")

@@ -42,9 +42,9 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from training.data import Columns, IdMap, InteractionData, load_catalog, load_interactions
-from training.metrics import evaluate_rankings
-from training.models import (
+from tlrec.training.data import Columns, IdMap, InteractionData, load_catalog, load_interactions
+from tlrec.training.metrics import evaluate_rankings
+from tlrec.training.models import (
     EASEModel,
     ItemKNNModel,
     LightFMConfig,
@@ -55,7 +55,7 @@ from training.models import (
     PopularityModel,
     Recommender,
 )
-from training.splits import cold_item_split, temporal_split
+from tlrec.training.splits import cold_item_split, temporal_split
 
 logger = logging.getLogger("bench.quality")
 
@@ -132,8 +132,8 @@ def ncf() -> NCFModel:
 def load_vectors(path: Path | None, items: IdMap) -> np.ndarray | None:
     if path is None:
         return None
-    from embeddings.vectors import load_item_vectors
-    from training.train import align_vectors
+    from tlrec.embeddings.vectors import load_item_vectors
+    from tlrec.training.train import align_vectors
 
     return align_vectors(items, load_item_vectors(path))
 
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if not set(protocols) <= {"A", "B"}:
         parser.error(f"--protocols takes A, B or A,B, got {args.protocols!r}")
 
-    from services.movielens import import_movielens
+    from tlrec.services.movielens import import_movielens
 
     with tempfile.TemporaryDirectory(prefix="tlrec-quality-") as tmp:
         catalog_path, interactions_path = import_movielens(args.data, Path(tmp))

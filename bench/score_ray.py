@@ -64,9 +64,9 @@ mode, artifacts, users, out, k = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv
 t0 = time.perf_counter()
 init = 0.0
 if mode == "plain":
-    from serving.recommender import ServedModel
-    from services.files import read_id_list, write_parquet_atomic
-    from services.jobs import frame_of_recommendations
+    from tlrec.serving.recommender import ServedModel
+    from tlrec.services.files import read_id_list, write_parquet_atomic
+    from tlrec.services.jobs import frame_of_recommendations
     from pathlib import Path
     served = ServedModel.load(Path(artifacts))
     ids = list(dict.fromkeys(read_id_list(Path(users), "user")))
@@ -76,7 +76,7 @@ if mode == "plain":
             recs.extend(served.recommend(ids[lo:min(lo + 1024, part + 5000)], k, True))
     write_parquet_atomic(frame_of_recommendations(recs), Path(out))
 else:
-    from services.batch_scoring import connect_ray, score_job
+    from tlrec.services.batch_scoring import connect_ray, score_job
     if mode == "ray":
         connect_ray("local")
         init = time.perf_counter() - t0
@@ -132,10 +132,10 @@ def make_world(n_users: int, n_items: int, seed: int = 0) -> tuple[pl.DataFrame,
 
 
 def train_artifact(root: Path, catalog: pl.DataFrame, interactions: pl.DataFrame, epochs: int) -> tuple[Path, float]:
-    from serving.index import VectorIndex
-    from serving.recommender import INDEX_FILE
-    from training.artifacts import new_version, staged_version
-    from training.train import train_into
+    from tlrec.serving.index import VectorIndex
+    from tlrec.serving.recommender import INDEX_FILE
+    from tlrec.training.artifacts import new_version, staged_version
+    from tlrec.training.train import train_into
 
     version = new_version()
     manifest: dict[str, Any] = {"inputs": "bench/score_ray.py synthetic data"}

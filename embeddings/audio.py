@@ -26,7 +26,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from embeddings.base import ModelCard, describe_input, file_sha256
+from tlrec.embeddings.base import ModelCard, describe_input, file_sha256
 
 logger = logging.getLogger(__name__)
 

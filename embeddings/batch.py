@@ -51,8 +51,8 @@ from typing import Any
 
 import polars as pl
 
-from embeddings.base import Modality
-from embeddings.vectors import (
+from tlrec.embeddings.base import Modality
+from tlrec.embeddings.vectors import (
     CATALOG_COLS,
     ID_COL,
     ManifestBuilder,
@@ -187,7 +187,7 @@ class _EmbedBatch:
         import torch
 
         torch.set_num_threads(threads)
-        from embeddings.registry import get_encoder
+        from tlrec.embeddings.registry import get_encoder
 
         if previous is not None and not isinstance(previous, PreviousVectors):
             import ray

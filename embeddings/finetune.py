@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from embeddings.text import TextEncoder
+from tlrec.embeddings.text import TextEncoder
 
 logger = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from embeddings.base import Encoder, ModelCard, Modality, describe_input, file_sha256
+from tlrec.embeddings.base import Encoder, ModelCard, Modality, describe_input, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -480,7 +480,7 @@ class HFImageEncoder:
         return {k: v for k, v in batch.items() if isinstance(v, self._torch.Tensor)}
 
     def _load(self, item: Any) -> dict[str, Any] | BaseException:
-        from embeddings.image import load_image
+        from tlrec.embeddings.image import load_image
 
         try:
             return self._preprocess(load_image(item, draft_size=self.draft_size))
@@ -679,7 +679,7 @@ class HFAudioEncoder:
 
     def _prepare(self, item: Any) -> list[tuple[dict[str, np.ndarray], int]] | BaseException:
         """Read, window and featurise one item; any failure (or silence) is returned, not raised."""
-        from embeddings.audio import load_audio
+        from tlrec.embeddings.audio import load_audio
 
         try:
             segments = load_audio(item, self.max_seconds, self.n_segments, sample_rate=self.sample_rate)
@@ -816,7 +816,7 @@ class HFAudioEncoder:
 
 def _text_encoder(ref: str, name: str) -> Encoder:
     """``TextEncoder`` for ``ref`` with the card's size / format / source filled from the files on disk."""
-    from embeddings.text import TextEncoder
+    from tlrec.embeddings.text import TextEncoder
 
     loc = locate(ref)
     load_config(loc)  # clear one-line error naming the model if it is not there

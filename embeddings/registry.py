@@ -26,7 +26,7 @@ import sys
 from functools import lru_cache
 from typing import Callable
 
-from embeddings.base import Encoder, ModelCard, Modality
+from tlrec.embeddings.base import Encoder, ModelCard, Modality
 
 DEFAULTS: dict[Modality, str] = {"text": "minilm", "image": "efficientnet-lite0", "audio": "crepe-tiny"}
 
@@ -40,27 +40,27 @@ HF_PREFIXES: dict[str, Modality | None] = {HF_PREFIX: None, "hf-text:": "text", 
 
 
 def _minilm() -> Encoder:
-    from embeddings.text import TextEncoder
+    from tlrec.embeddings.text import TextEncoder
 
     return TextEncoder(name="minilm")
 
 
 def _minilm_int8() -> Encoder:
     """MiniLM with int8 Linear layers; stays fp32 (with a warning) if cosine to fp32 < 0.99."""
-    from embeddings.text import minilm_int8
+    from tlrec.embeddings.text import minilm_int8
 
     return minilm_int8()
 
 
 def _efficientnet_lite0() -> Encoder:
-    from embeddings.image import ImageEncoder
+    from tlrec.embeddings.image import ImageEncoder
 
     return ImageEncoder("efficientnet-lite0")
 
 
 def _crepe(capacity: str) -> Callable[[], Encoder]:
     def build() -> Encoder:
-        from embeddings.audio import AudioEncoder
+        from tlrec.embeddings.audio import AudioEncoder
 
         return AudioEncoder(capacity)  # type: ignore[arg-type]
 
@@ -119,7 +119,7 @@ def modality_of(name: str) -> Modality:
         return _BUILDERS[name][0]
     if hf[0] is not None:
         return hf[0]
-    from embeddings.hf import detect_modality
+    from tlrec.embeddings.hf import detect_modality
 
     return detect_modality(hf[1])
 
@@ -137,7 +137,7 @@ def get_encoder(name: str) -> Encoder:
 def _get_cached(name: str) -> Encoder:
     hf = split_hf_name(name)
     if hf is not None:
-        from embeddings.hf import load_hf_encoder
+        from tlrec.embeddings.hf import load_hf_encoder
 
         return load_hf_encoder(hf[1], modality=hf[0] or modality_of(name), name=name)
     return _BUILDERS[name][1]()
@@ -155,5 +155,5 @@ def list_cards() -> list[ModelCard]:
 def clear_cache() -> None:
     """Drop cached encoder instances (frees their memory) and detected ``hf:`` modalities."""
     _get_cached.cache_clear()
-    if "embeddings.hf" in sys.modules:
-        sys.modules["embeddings.hf"].detect_modality.cache_clear()
+    if "tlrec.embeddings.hf" in sys.modules:
+        sys.modules["tlrec.embeddings.hf"].detect_modality.cache_clear()

@@ -39,7 +39,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from embeddings.base import ModelCard, files_fingerprint
+from tlrec.embeddings.base import ModelCard, files_fingerprint
 
 logger = logging.getLogger(__name__)
 

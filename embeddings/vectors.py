@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from embeddings.base import MODALITIES, Encoder, Modality, file_sha256
-from embeddings.fusion import fuse, fused_dim
+from tlrec.embeddings.base import MODALITIES, Encoder, Modality, file_sha256
+from tlrec.embeddings.fusion import fuse, fused_dim
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def resolve_encoders(text: str | None, image: str | None, audio: str | None) -> 
     Raises ``ValueError`` for unknown names (listing the allowed ones) or an
     encoder given for the wrong modality. Loads no model.
     """
-    from embeddings.registry import canonical_name, modality_of
+    from tlrec.embeddings.registry import canonical_name, modality_of
 
     requested: dict[Modality, str | None] = {"text": text, "image": image, "audio": audio}
     names: dict[Modality, str] = {}
@@ -346,7 +346,7 @@ def _captured_warnings() -> Iterator[list[str]]:
                     messages.append(record.getMessage())
 
     handler = _Collect(level=logging.WARNING)
-    root = logging.getLogger("embeddings")
+    root = logging.getLogger("tlrec.embeddings")
     root.addHandler(handler)
     try:
         yield messages
@@ -623,7 +623,7 @@ class _RunnerEncoder:
     """An encoder whose ``encode`` is delegated to an ``EncodeRunner``."""
 
     def __init__(self, name: str, runner: EncodeRunner) -> None:
-        from embeddings.registry import get_encoder
+        from tlrec.embeddings.registry import get_encoder
 
         self.name, self.runner = name, runner
         self.card = get_encoder(name).card
@@ -670,7 +670,7 @@ def embed_catalog(catalog: pl.DataFrame, out_path: str | Path, text: str | None 
         ValueError: bad catalog (names the row and column) or encoder name.
         Any error leaves no partial output behind.
     """
-    from embeddings.registry import get_encoder
+    from tlrec.embeddings.registry import get_encoder
 
     out_path = check_out_path(out_path)
     _validate_catalog(catalog)

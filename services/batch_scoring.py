@@ -46,12 +46,12 @@ from typing import Any
 import polars as pl
 from tqdm.auto import tqdm
 
-from serving.recommender import ServedModel
-from services.files import read_id_list, write_parquet_atomic
-from services.jobs import frame_of_recommendations
-from training.artifacts import resolve_version, sha256_file, verify
-from training.data import DataError, IdMap
-from training.train import ITEMS_FILE
+from tlrec.serving.recommender import ServedModel
+from tlrec.services.files import read_id_list, write_parquet_atomic
+from tlrec.services.jobs import frame_of_recommendations
+from tlrec.training.artifacts import resolve_version, sha256_file, verify
+from tlrec.training.data import DataError, IdMap
+from tlrec.training.train import ITEMS_FILE
 
 logger = logging.getLogger(__name__)
 

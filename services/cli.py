@@ -22,16 +22,16 @@ app = typer.Typer(
     add_completion=False,
 )
 
-from services.cli_ab import ab_app  # noqa: E402  (a typer sub-app: `tlrec ab ...`)
-from services.cli_encoders import encoders_app  # noqa: E402  (a typer sub-app: `tlrec encoders ...`)
+from tlrec.services.cli_ab import ab_app  # noqa: E402  (a typer sub-app: `tlrec ab ...`)
+from tlrec.services.cli_encoders import encoders_app  # noqa: E402  (a typer sub-app: `tlrec encoders ...`)
 
 app.add_typer(encoders_app, name="encoders")
 app.add_typer(ab_app, name="ab")
 
 logger = logging.getLogger("tlrec")
 
-from services.errors import friendly_errors  # noqa: E402
-from services.errors import one_line as _one_line  # noqa: E402
+from tlrec.services.errors import friendly_errors  # noqa: E402
+from tlrec.services.errors import one_line as _one_line  # noqa: E402
 
 
 @app.callback()
@@ -84,7 +84,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 0,
 ) -> None:
     """End-to-end on the built-in demo catalog: generate, embed, train, evaluate, recommend."""
-    from services.demo import run_demo
+    from tlrec.services.demo import run_demo
 
     run_demo(out, n_items=items, n_users=users, seed=seed)
 
@@ -96,7 +96,7 @@ def import_movielens(
     out: Annotated[Path, typer.Option(help="Output folder for catalog.parquet and interactions.parquet.")],
 ) -> None:
     """MovieLens -> catalog + interactions (title and genres as item text)."""
-    from services.movielens import import_movielens as run
+    from tlrec.services.movielens import import_movielens as run
 
     catalog, interactions = run(path, out)
     typer.echo(f"{catalog}\n{interactions}")
@@ -119,7 +119,7 @@ def embed(
     ] = False,
 ) -> None:
     """Embed catalog items with pre-trained encoders (a Ray Data job) and fuse them into one vector per item."""
-    from services.jobs import embed_job
+    from tlrec.services.jobs import embed_job
 
     if quantize:
         if text != "minilm":
@@ -153,7 +153,7 @@ def train(
              "validation improves).", min=0)] = None,
 ) -> None:
     """Fit a model and publish it as a new artifact version."""
-    from services.jobs import train_job
+    from tlrec.services.jobs import train_job
 
     config = _parse_settings(set_ or [])
     config.update({k: v for k, v in {"epochs": epochs, "seed": seed, "finetune_layers": finetune_layers}.items()
@@ -186,12 +186,12 @@ def evaluate(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from services.jobs import evaluate_job, metrics_table, transfer_job
+    from tlrec.services.jobs import evaluate_job, metrics_table, transfer_job
 
     if transfer_report:
         if catalog is None or vectors is None:
             raise ValueError("--transfer-report needs --catalog and --vectors (and all --interactions)")
-        from training.transfer import render_markdown
+        from tlrec.training.transfer import render_markdown
 
         result = transfer_job(catalog, interactions, vectors, report, config=_parse_settings(set_ or []))
         Console().print(Markdown(render_markdown(result)))
@@ -219,7 +219,7 @@ def score(
     partition_size: Annotated[int, typer.Option(help="Users per partition (one part file, one Ray task).")] = 5000,
 ) -> None:
     """Batch scoring: top-k for every listed user (unknown users get popular items); resumable after a crash."""
-    from services.batch_scoring import ScoringJobError, score_job
+    from tlrec.services.batch_scoring import ScoringJobError, score_job
 
     try:
         result = score_job(artifacts, users, k, out, candidates_path=candidates, exclude_seen=exclude_seen,
@@ -252,7 +252,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the recommendation API (FastAPI + uvicorn); settings from TLREC_* variables (see README)."""
-    from serving.settings import Settings
+    from tlrec.serving.settings import Settings
 
     overrides = {"artifacts": artifacts, "insecure": insecure or None, "threads": threads,
                  "experiments": experiment or None}
@@ -266,8 +266,8 @@ def serve(
 
     import uvicorn
 
-    from serving.api.app import create_app
-    from serving.api.variants import load_model_set
+    from tlrec.serving.api.app import create_app
+    from tlrec.serving.api.variants import load_model_set
 
     # the default model and every experiment variant's: fail fast, with a one-line error, before binding the port
     models = load_model_set(settings)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from services.errors import friendly_errors
+from tlrec.services.errors import friendly_errors
 
 ab_app = typer.Typer(
     name="ab",
@@ -40,7 +40,7 @@ def _console() -> Any:
 
 
 def _emit(analysis: Any, as_json: bool, out: Path | None, title: str) -> None:
-    from services.ab.report import rich_tables, write_report
+    from tlrec.services.ab.report import rich_tables, write_report
 
     report = write_report(analysis, out, title) if out is not None else None
     if as_json:
@@ -73,7 +73,7 @@ def _interleaving_table(console: Any, rows: list[dict[str, Any]]) -> None:
 @friendly_errors
 def validate(experiment: ExperimentArg) -> None:
     """Check an experiment file and print it as parsed (defaults filled in)."""
-    from serving.experiments import load_experiment
+    from tlrec.serving.experiments import load_experiment
 
     typer.echo(load_experiment(experiment).model_dump_json(indent=2))
 
@@ -88,8 +88,8 @@ def assign(
     """Assign users to variants with the stable hash the API uses."""
     from rich.table import Table
 
-    from services.ab.assignment import assign_job
-    from serving.experiments import load_experiment
+    from tlrec.services.ab.assignment import assign_job
+    from tlrec.serving.experiments import load_experiment
 
     exp = load_experiment(experiment)
     frame, counts = assign_job(exp, users, out)
@@ -116,9 +116,9 @@ def analyze(
     looks: LooksOpt = 20,
 ) -> None:
     """Effects per variant with intervals, SRM check, CUPED, sequential test; Markdown + PNG with --out."""
-    from services.ab.analysis import analyze as run
-    from services.ab.events import load_exposures, load_outcomes
-    from serving.experiments import load_experiment
+    from tlrec.services.ab.analysis import analyze as run
+    from tlrec.services.ab.events import load_exposures, load_outcomes
+    from tlrec.serving.experiments import load_experiment
 
     exp = load_experiment(experiment)
     result = run(load_exposures(exposures, exp), load_outcomes(outcomes),
@@ -145,11 +145,11 @@ def replay(
     """Offline lift of each variant's artifact over control: replayed A/B test and team-draft interleaving."""
     import polars as pl
 
-    from services.ab.replay import load_models
-    from services.ab.replay import replay as run
-    from services.files import write_parquet_atomic
-    from serving.experiments import load_experiment
-    from training.data import Columns, load_interactions
+    from tlrec.services.ab.replay import load_models
+    from tlrec.services.ab.replay import replay as run
+    from tlrec.services.files import write_parquet_atomic
+    from tlrec.serving.experiments import load_experiment
+    from tlrec.training.data import Columns, load_interactions
 
     if k < 1:
         raise ValueError(f"--k must be >= 1, got {k}")

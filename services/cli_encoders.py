@@ -22,7 +22,7 @@ encoders_app = typer.Typer(
     add_completion=False,
 )
 
-from services.errors import friendly_errors  # noqa: E402
+from tlrec.services.errors import friendly_errors  # noqa: E402
 
 
 def _console() -> Any:
@@ -43,7 +43,7 @@ def _main() -> None:
 @friendly_errors
 def list_encoders() -> None:
     """Model cards of the built-in encoders: name, modality, dim, params, size, format, input, source."""
-    from services.encoders import cards_table, list_cards
+    from tlrec.services.encoders import cards_table, list_cards
 
     _console().print(cards_table(list_cards()))
 
@@ -65,7 +65,7 @@ def compare(
     batch_size: Annotated[int, typer.Option(help="Encoder batch size.")] = 32,
 ) -> None:
     """Speed, size and cold-item accuracy of candidate encoders on your own catalog and interactions."""
-    from services.encoders import compare_encoders, compare_table, write_report
+    from tlrec.services.encoders import compare_encoders, compare_table, write_report
 
     names = [n.strip() for n in encoders.split(",") if n.strip()] if encoders else None
     if encoders is not None and not names:

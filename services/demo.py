@@ -18,14 +18,14 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from embeddings.vectors import embed_catalog, load_item_vectors
-from serving.recommender import ServedModel
-from services.files import write_parquet_atomic
-from services.demo_catalog import generate_demo
-from services.jobs import evaluate_job, metrics_table, train_job
-from training.artifacts import write_json_atomic
-from training.data import Columns, load_catalog, load_interactions
-from training.splits import temporal_split
+from tlrec.embeddings.vectors import embed_catalog, load_item_vectors
+from tlrec.serving.recommender import ServedModel
+from tlrec.services.files import write_parquet_atomic
+from tlrec.services.demo_catalog import generate_demo
+from tlrec.services.jobs import evaluate_job, metrics_table, train_job
+from tlrec.training.artifacts import write_json_atomic
+from tlrec.training.data import Columns, load_catalog, load_interactions
+from tlrec.training.splits import temporal_split
 
 logger = logging.getLogger(__name__)
 

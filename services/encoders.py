@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import polars as pl
 
-from training.data import Columns
+from tlrec.training.data import Columns
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.table import Table
 
-    from embeddings.base import ModelCard
+    from tlrec.embeddings.base import ModelCard
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ _WARMUP_ITEMS = 4
 
 def list_cards() -> list[ModelCard]:
     """Model cards of the built-in encoders (loads each encoder once)."""
-    from embeddings.registry import list_cards as registry_cards
+    from tlrec.embeddings.registry import list_cards as registry_cards
 
     return registry_cards()
 
@@ -125,8 +125,8 @@ def encoder_inputs(catalog: pl.DataFrame, modality: str) -> list[Any]:
 
 def default_encoders(catalog: pl.DataFrame) -> list[str]:
     """Registry defaults for the modalities the catalog has input for (+ ``crepe-full`` with audio)."""
-    from embeddings.base import MODALITIES
-    from embeddings.registry import DEFAULTS
+    from tlrec.embeddings.base import MODALITIES
+    from tlrec.embeddings.registry import DEFAULTS
 
     names: list[str] = []
     for modality in MODALITIES:
@@ -187,7 +187,7 @@ class CompareReport:
 
 
 def _split(interactions: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
-    from training.splits import cold_item_split
+    from tlrec.training.splits import cold_item_split
 
     return cold_item_split(interactions, fraction=fraction, seed=seed)
 
@@ -202,8 +202,8 @@ def _encode_timed(encoder: Any, inputs: list[Any], batch_size: int, progress: bo
 
 def _evaluate(vectors: np.ndarray, data: Any, cold_idx: np.ndarray, test: pl.DataFrame, k: int) -> dict[str, float]:
     """Cold-item metrics of the content-only model on ``vectors`` (``[n_items, d]``, zero rows = none)."""
-    from training.metrics import evaluate_rankings
-    from training.models.content import ContentProfileModel
+    from tlrec.training.metrics import evaluate_rankings
+    from tlrec.training.models.content import ContentProfileModel
 
     model = ContentProfileModel().fit(data, vectors)
     users = np.arange(data.n_users)
@@ -238,8 +238,8 @@ def compare_encoders(catalog_path: str | Path, interactions_path: str | Path,
             whose modality has no input in the catalog, bad ``k`` / fraction.
         OSError: an ``hf:`` model that cannot be loaded.
     """
-    from embeddings.registry import canonical_name, get_encoder, modality_of
-    from training.data import IdMap, InteractionData, load_catalog, load_interactions
+    from tlrec.embeddings.registry import canonical_name, get_encoder, modality_of
+    from tlrec.training.data import IdMap, InteractionData, load_catalog, load_interactions
 
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
@@ -403,7 +403,7 @@ def plot_png(report: CompareReport) -> bytes:
 
 def write_report(report: CompareReport, out_dir: str | Path) -> dict[str, Path]:
     """Write ``encoders_compare.md``, ``.json`` and ``.png`` into ``out_dir`` (atomically); returns the paths."""
-    from training.artifacts import write_bytes_atomic
+    from tlrec.training.artifacts import write_bytes_atomic
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

@@ -32,8 +32,8 @@ def friendly_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from training.artifacts import ArtifactError
-        from training.data import DataError
+        from tlrec.training.artifacts import ArtifactError
+        from tlrec.training.data import DataError
 
         try:
             return func(*args, **kwargs)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from training.data import DataError
+from tlrec.training.data import DataError
 
 
 def read_id_list(path: Path, what: str) -> list[str]:

@@ -14,16 +14,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from embeddings.registry import DEFAULTS
-from embeddings.vectors import ItemVectors, embed_catalog, load_item_vectors
-from serving.index import VectorIndex
-from serving.recommender import INDEX_FILE, ServedModel
-from training.artifacts import new_version, sha256_file, staged_version, write_json_atomic
-from training.data import Columns, load_catalog, load_interactions
-from training.evaluate import evaluate_segments, write_report
-from training.transfer import TransferReport, plot_gains, render_markdown, select_modalities, transfer_report
-from training.models import NCFModel
-from training.train import build_model, train_into
+from tlrec.embeddings.registry import DEFAULTS
+from tlrec.embeddings.vectors import ItemVectors, embed_catalog, load_item_vectors
+from tlrec.serving.index import VectorIndex
+from tlrec.serving.recommender import INDEX_FILE, ServedModel
+from tlrec.training.artifacts import new_version, sha256_file, staged_version, write_json_atomic
+from tlrec.training.data import Columns, load_catalog, load_interactions
+from tlrec.training.evaluate import evaluate_segments, write_report
+from tlrec.training.transfer import TransferReport, plot_gains, render_markdown, select_modalities, transfer_report
+from tlrec.training.models import NCFModel
+from tlrec.training.train import build_model, train_into
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def embed_job(
     catalog = load_catalog(catalog_path)
     if ray_address is None:
         return embed_catalog(catalog, out, text=text, image=image, audio=audio)
-    from embeddings.batch import embed_catalog_ray
+    from tlrec.embeddings.batch import embed_catalog_ray
 
     source: pl.DataFrame | Path = catalog
     if Path(catalog_path).suffix.lower() in (".parquet", ".pq"):

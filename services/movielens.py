@@ -11,8 +11,8 @@ from pathlib import Path
 
 import polars as pl
 
-from services.files import write_parquet_atomic
-from training.data import Columns, DataError
+from tlrec.services.files import write_parquet_atomic
+from tlrec.training.data import Columns, DataError
 
 logger = logging.getLogger(__name__)
 

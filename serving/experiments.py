@@ -43,8 +43,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from training.artifacts import fsync_dir
-from training.data import DataError
+from tlrec.training.artifacts import fsync_dir
+from tlrec.training.data import DataError
 
 logger = logging.getLogger(__name__)
 

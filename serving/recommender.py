@@ -17,12 +17,12 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from training.artifacts import ArtifactError, resolve_version, safe_join, verify
-from training.data import IdMap
-from training.models import NCFModel, PopularityModel, Recommender, get_model_class
-from training.models.base import top_k
-from training.train import FALLBACK_DIR, ITEMS_FILE, MODEL_DIR, SEEN_FILE, USERS_FILE, load_seen
-from serving.index import IndexFileError, VectorIndex
+from tlrec.training.artifacts import ArtifactError, resolve_version, safe_join, verify
+from tlrec.training.data import IdMap
+from tlrec.training.models import NCFModel, PopularityModel, Recommender, get_model_class
+from tlrec.training.models.base import top_k
+from tlrec.training.train import FALLBACK_DIR, ITEMS_FILE, MODEL_DIR, SEEN_FILE, USERS_FILE, load_seen
+from tlrec.serving.index import IndexFileError, VectorIndex
 
 logger = logging.getLogger(__name__)
 

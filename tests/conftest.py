@@ -36,12 +36,12 @@ class World:
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    from embeddings.vectors import embed_catalog
-    from services.files import write_parquet_atomic
-    from services.demo_catalog import generate_demo
-    from services.jobs import train_job
-    from training.data import load_catalog, load_interactions
-    from training.splits import temporal_split
+    from tlrec.embeddings.vectors import embed_catalog
+    from tlrec.services.files import write_parquet_atomic
+    from tlrec.services.demo_catalog import generate_demo
+    from tlrec.services.jobs import train_job
+    from tlrec.training.data import load_catalog, load_interactions
+    from tlrec.training.splits import temporal_split
 
     root = tmp_path_factory.mktemp("world")
     files = generate_demo(root, n_items=SMALL_ITEMS, n_users=SMALL_USERS, seed=1, progress=False)

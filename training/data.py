@@ -663,7 +663,7 @@ class IdMap:
 
     def save(self, path: Path) -> None:
         """Write the ids as a JSON list of strings (atomically)."""
-        from training.artifacts import write_json_atomic
+        from tlrec.training.artifacts import write_json_atomic
 
         write_json_atomic(Path(path), self.external.tolist())
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from training.data import Columns
-from training.metrics import evaluate_rankings
+from tlrec.training.data import Columns
+from tlrec.training.metrics import evaluate_rankings
 
 logger = logging.getLogger(__name__)
 

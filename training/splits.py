@@ -13,7 +13,7 @@ import math
 import numpy as np
 import polars as pl
 
-from training.data import Columns
+from tlrec.training.data import Columns
 
 logger = logging.getLogger(__name__)
 

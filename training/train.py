@@ -23,12 +23,12 @@ import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
 
-from embeddings.finetune import TextTopLayers
-from embeddings.registry import get_encoder
-from embeddings.text import TextEncoder
-from embeddings.vectors import ItemVectors, item_texts
-from training.data import Columns, IdMap, InteractionData
-from training.models import NCFModel, PopularityModel, Recommender, get_model_class
+from tlrec.embeddings.finetune import TextTopLayers
+from tlrec.embeddings.registry import get_encoder
+from tlrec.embeddings.text import TextEncoder
+from tlrec.embeddings.vectors import ItemVectors, item_texts
+from tlrec.training.data import Columns, IdMap, InteractionData
+from tlrec.training.models import NCFModel, PopularityModel, Recommender, get_model_class
 
 logger = logging.getLogger(__name__)
 

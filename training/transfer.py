@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from embeddings.fusion import fuse
-from embeddings.vectors import ItemVectors
-from training.data import Columns, IdMap, InteractionData
-from training.metrics import ndcg_at_k, recall_at_k
-from training.models import NCFConfig, NCFModel
-from training.splits import cold_item_split, temporal_split
+from tlrec.embeddings.fusion import fuse
+from tlrec.embeddings.vectors import ItemVectors
+from tlrec.training.data import Columns, IdMap, InteractionData
+from tlrec.training.metrics import ndcg_at_k, recall_at_k
+from tlrec.training.models import NCFConfig, NCFModel
+from tlrec.training.splits import cold_item_split, temporal_split
 
 logger = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from serving.experiments import Experiment
-from services.ab.events import VARIANT
-from services.ab.metrics import EXPOSURES, FIRST, METRICS, pre, user_metrics
-from services.ab.stats import cuped_adjust, cuped_theta, mean_ci, msprt_p_values, srm_test, welch
-from training.data import Columns
+from tlrec.serving.experiments import Experiment
+from tlrec.services.ab.events import VARIANT
+from tlrec.services.ab.metrics import EXPOSURES, FIRST, METRICS, pre, user_metrics
+from tlrec.services.ab.stats import cuped_adjust, cuped_theta, mean_ci, msprt_p_values, srm_test, welch
+from tlrec.training.data import Columns
 
 DEFAULT_LOOKS = 20
 

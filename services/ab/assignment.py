@@ -12,10 +12,10 @@ from pathlib import Path
 
 import polars as pl
 
-from serving.experiments import Experiment, assign_many
-from services.ab.events import EXPERIMENT, VARIANT
-from services.files import read_id_list, write_parquet_atomic
-from training.data import Columns
+from tlrec.serving.experiments import Experiment, assign_many
+from tlrec.services.ab.events import EXPERIMENT, VARIANT
+from tlrec.services.files import read_id_list, write_parquet_atomic
+from tlrec.training.data import Columns
 
 logger = logging.getLogger(__name__)
 

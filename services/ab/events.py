@@ -18,8 +18,8 @@ from pathlib import Path
 
 import polars as pl
 
-from serving.experiments import Experiment
-from training.data import Columns, DataError, load_events
+from tlrec.serving.experiments import Experiment
+from tlrec.training.data import Columns, DataError, load_events
 
 logger = logging.getLogger(__name__)
 

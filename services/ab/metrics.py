@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from serving.experiments import Experiment
-from services.ab.events import VARIANT
-from training.data import Columns
+from tlrec.serving.experiments import Experiment
+from tlrec.services.ab.events import VARIANT
+from tlrec.training.data import Columns
 
 METRICS: tuple[str, ...] = ("ctr", "conversion", "value_per_user")
 FIRST = "first_exposure"

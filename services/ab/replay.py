@@ -37,12 +37,12 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from serving.experiments import Experiment, assign_many, resolve_artifact
-from serving.recommender import ServedModel
-from services.ab.analysis import DEFAULT_LOOKS, Analysis, analyze
-from services.ab.events import EXPERIMENT, VARIANT
-from services.ab.stats import team_draft
-from training.data import Columns, DataError
+from tlrec.serving.experiments import Experiment, assign_many, resolve_artifact
+from tlrec.serving.recommender import ServedModel
+from tlrec.services.ab.analysis import DEFAULT_LOOKS, Analysis, analyze
+from tlrec.services.ab.events import EXPERIMENT, VARIANT
+from tlrec.services.ab.stats import team_draft
+from tlrec.training.data import Columns, DataError
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from services.ab.analysis import Analysis
-from services.ab.metrics import METRICS
-from training.artifacts import write_bytes_atomic
+from tlrec.services.ab.analysis import Analysis
+from tlrec.services.ab.metrics import METRICS
+from tlrec.training.artifacts import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 

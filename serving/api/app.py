@@ -20,19 +20,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving.api import service, threads
-from serving.api.batching import MicroBatcher
-from serving.api.deps import ServiceState
-from serving.api.exposures import ExposureRecorder
-from serving.api.middleware import BodyLimitMiddleware
-from serving.api.routes import admin, events, health, recommendations
-from serving.api.variants import ModelSet, load_model_set
-from serving.events import EventLog, FreshEvents
-from serving.experiments import ExposureLog
-from serving.metrics import Metrics, MetricsMiddleware
-from serving.recommender import ServedModel
-from serving.settings import Settings
-from training.artifacts import resolve_version
+from tlrec.serving.api import service, threads
+from tlrec.serving.api.batching import MicroBatcher
+from tlrec.serving.api.deps import ServiceState
+from tlrec.serving.api.exposures import ExposureRecorder
+from tlrec.serving.api.middleware import BodyLimitMiddleware
+from tlrec.serving.api.routes import admin, events, health, recommendations
+from tlrec.serving.api.variants import ModelSet, load_model_set
+from tlrec.serving.events import EventLog, FreshEvents
+from tlrec.serving.experiments import ExposureLog
+from tlrec.serving.metrics import Metrics, MetricsMiddleware
+from tlrec.serving.recommender import ServedModel
+from tlrec.serving.settings import Settings
+from tlrec.training.artifacts import resolve_version
 
 logger = logging.getLogger(__name__)
 

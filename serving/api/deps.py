@@ -16,14 +16,14 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 
-from serving.api.batching import MicroBatcher
-from serving.api.exposures import ExposureRecorder
-from serving.api.threads import ModelThreads
-from serving.api.variants import ModelSet
-from serving.events import EventLog, FreshEvents
-from serving.metrics import Metrics
-from serving.recommender import ServedModel
-from serving.settings import Settings
+from tlrec.serving.api.batching import MicroBatcher
+from tlrec.serving.api.exposures import ExposureRecorder
+from tlrec.serving.api.threads import ModelThreads
+from tlrec.serving.api.variants import ModelSet
+from tlrec.serving.events import EventLog, FreshEvents
+from tlrec.serving.metrics import Metrics
+from tlrec.serving.recommender import ServedModel
+from tlrec.serving.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
 

@@ -31,8 +31,8 @@ from typing import Any
 
 import anyio.to_thread
 
-from serving.experiments import ExposureLog
-from serving.metrics import Metrics
+from tlrec.serving.experiments import ExposureLog
+from tlrec.serving.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from typing import Any
 import anyio.to_thread
 from fastapi import HTTPException
 
-from serving.api import threads
-from serving.api.deps import ServiceState
-from serving.api.schemas import (
+from tlrec.serving.api import threads
+from tlrec.serving.api.deps import ServiceState
+from tlrec.serving.api.schemas import (
     EventIn,
     EventsAck,
     HistoryRecommendIn,
@@ -36,9 +36,9 @@ from serving.api.schemas import (
     SimilarOut,
     VariantOut,
 )
-from serving.api.variants import Arm, ModelSet, load_model_set
-from serving.events import EventLogError, IdempotencyConflict, batch_digest
-from serving.recommender import Recommendations, ServedModel
+from tlrec.serving.api.variants import Arm, ModelSet, load_model_set
+from tlrec.serving.events import EventLogError, IdempotencyConflict, batch_digest
+from tlrec.serving.recommender import Recommendations, ServedModel
 
 logger = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.experiments import Experiment, assign_variant, load_experiment, resolve_artifact
-from serving.recommender import ServedModel
-from serving.settings import Settings
-from training.artifacts import ArtifactError, resolve_version
-from training.data import DataError
+from tlrec.serving.experiments import Experiment, assign_variant, load_experiment, resolve_artifact
+from tlrec.serving.recommender import ServedModel
+from tlrec.serving.settings import Settings
+from tlrec.training.artifacts import ArtifactError, resolve_version
+from tlrec.training.data import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -19,21 +19,21 @@ SR = 16_000
 
 @pytest.fixture(scope="session")
 def text_encoder():
-    from embeddings.registry import get_encoder
+    from tlrec.embeddings.registry import get_encoder
 
     return get_encoder("minilm")
 
 
 @pytest.fixture(scope="session")
 def image_encoder():
-    from embeddings.registry import get_encoder
+    from tlrec.embeddings.registry import get_encoder
 
     return get_encoder("efficientnet-lite0")
 
 
 @pytest.fixture(scope="session")
 def audio_encoder():
-    from embeddings.registry import get_encoder
+    from tlrec.embeddings.registry import get_encoder
 
     return get_encoder("crepe-tiny")
 

@@ -47,7 +47,7 @@ def test_bad_and_silent_audio_give_nan_rows(audio_encoder, sine, wav_writer, tmp
     silent = wav_writer(tmp_path / "silent.wav", np.zeros(SR, np.float32), SR)
     missing = tmp_path / "missing.wav"
     good = wav_writer(tmp_path / "good.wav", sine(440), SR)
-    with caplog.at_level(logging.WARNING, logger="embeddings.audio"):
+    with caplog.at_level(logging.WARNING, logger="tlrec.embeddings.audio"):
         out = audio_encoder.encode([good, corrupt, silent, missing, (np.zeros(0, np.float32), SR), good])
     assert np.isnan(out[1:5]).all()
     assert np.isfinite(out[[0, 5]]).all()
@@ -56,7 +56,7 @@ def test_bad_and_silent_audio_give_nan_rows(audio_encoder, sine, wav_writer, tmp
 
 
 def test_crepe_full_dimension(sine):
-    from embeddings.registry import get_encoder
+    from tlrec.embeddings.registry import get_encoder
 
     full = get_encoder("crepe-full")
     out = full.encode([(sine(440, seconds=0.3), SR)])
@@ -65,7 +65,7 @@ def test_crepe_full_dimension(sine):
 
 
 def test_unknown_capacity():
-    from embeddings.audio import AudioEncoder
+    from tlrec.embeddings.audio import AudioEncoder
 
     with pytest.raises(ValueError, match="tiny, full"):
         AudioEncoder("medium")  # type: ignore[arg-type]

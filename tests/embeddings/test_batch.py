@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from embeddings.batch import _layout, embed_catalog_ray
-from embeddings.vectors import embed_catalog, load_item_vectors
+from tlrec.embeddings.batch import _layout, embed_catalog_ray
+from tlrec.embeddings.vectors import embed_catalog, load_item_vectors
 
 TITLES = ["A red bicycle", "Blue running shoes", "A mystery novel", "Jazz record", "Garden hose", "Black tea",
           "Wool socks", "Desk lamp"]
@@ -178,7 +178,7 @@ class _FakeEncoder:
     """Deterministic 4-d text "encoder" (no model): enough to build real batches without torch."""
 
     def __init__(self):
-        from embeddings.base import ModelCard
+        from tlrec.embeddings.base import ModelCard
 
         self.card = ModelCard(name="fake", modality="text", dim=4, params=0, size_mb=0.0, framework="none",
                               file_format="", input_spec="text", source="test", version="fake@1")
@@ -190,8 +190,8 @@ class _FakeEncoder:
 
 def test_assembly_drops_rows_of_a_batch_delivered_twice(tmp_path):
     """A retried batch whose first result was also delivered: each item is written once, in order."""
-    from embeddings.batch import _assemble
-    from embeddings.vectors import ManifestBuilder, VectorsFileWriter, embed_rows
+    from tlrec.embeddings.batch import _assemble
+    from tlrec.embeddings.vectors import ManifestBuilder, VectorsFileWriter, embed_rows
 
     catalog = _text_catalog(6)
     results = []

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from embeddings.finetune import TextTopLayers, encoder_layers
-from embeddings.text import TextEncoder
+from tlrec.embeddings.finetune import TextTopLayers, encoder_layers
+from tlrec.embeddings.text import TextEncoder
 
 TEXTS = ["Toy Story (1995). Adventure|Animation|Children", "Heat (1995). Action|Crime|Thriller", None,
          "A longer description of a film about a detective in a rainy city " * 3]
@@ -58,9 +58,9 @@ def test_train_finetunes_the_text_layers(world, tmp_path):
     from safetensors.torch import load_file
     from typer.testing import CliRunner
 
-    from embeddings.vectors import load_item_vectors
-    from serving.recommender import ServedModel
-    from services.cli import app
+    from tlrec.embeddings.vectors import load_item_vectors
+    from tlrec.serving.recommender import ServedModel
+    from tlrec.services.cli import app
 
     out = tmp_path / "artifacts"
     result = CliRunner().invoke(app, [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embeddings.fusion import fuse, fused_dim
+from tlrec.embeddings.fusion import fuse, fused_dim
 
 NAN = np.nan
 S = np.sqrt(0.5)

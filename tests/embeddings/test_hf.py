@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embeddings.hf import HFAudioEncoder, HFImageEncoder, fingerprint, locate
-from embeddings.registry import allowed_names, get_encoder, modality_of
+from tlrec.embeddings.hf import HFAudioEncoder, HFImageEncoder, fingerprint, locate
+from tlrec.embeddings.registry import allowed_names, get_encoder, modality_of
 
 SR = 16_000
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
@@ -186,7 +186,7 @@ def test_image_inputs_paths_modes_exif_and_corrupt_file(models, tmp_path, caplog
     broken.write_bytes(good_jpeg.read_bytes()[:200])  # truncated
     inputs = [rotated_path, upright, str(gray_path), gray.convert("RGB"), rgba, palette, cmyk, broken,
               np.asarray(Image.open(good_jpeg))]
-    with caplog.at_level("WARNING", logger="embeddings.hf"):
+    with caplog.at_level("WARNING", logger="tlrec.embeddings.hf"):
         out = encoder.encode(inputs, batch_size=4)
     assert out.shape == (9, 16)
     assert np.isnan(out[7]).all() and "broken.jpg" in caplog.text
@@ -236,7 +236,7 @@ def test_wav2vec2_family_mean_over_valid_frames(models, key, wav_writer, tmp_pat
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     inputs = [(tone, SR), wav_writer(tmp_path / "stereo44k.wav", stereo_44k, 44_100), corrupt,
               (np.zeros(SR, np.float32), SR), (_tone(220, 0.7), SR), (tone, SR), (_tone(880, 1.3), SR)]
-    with caplog.at_level("WARNING", logger="embeddings.hf"):
+    with caplog.at_level("WARNING", logger="tlrec.embeddings.hf"):
         out = encoder.encode(inputs, batch_size=3)
     assert out.shape == (7, 32) and out.dtype == np.float32 and encoder.card.dim == 32
     assert np.isnan(out[2]).all() and np.isnan(out[3]).all()  # corrupt and silent
@@ -358,7 +358,7 @@ def test_hub_id_from_the_local_cache(models, tmp_path):
         blob = repo / "blobs" / f"blob-{path.name}"
         blob.write_bytes(path.read_bytes())
         (repo / "snapshots" / "abc123" / path.name).symlink_to(Path("..") / ".." / "blobs" / blob.name)
-    code = ("import json, numpy as np; from embeddings.registry import get_encoder, modality_of; "
+    code = ("import json, numpy as np; from tlrec.embeddings.registry import get_encoder, modality_of; "
             "e = get_encoder('hf:some-org/tiny-vit'); "
             "print(json.dumps([modality_of('hf:some-org/tiny-vit'), e.card.to_dict(), "
             "e.encode([np.zeros((8, 8, 3), np.uint8)]).shape[1]]))")

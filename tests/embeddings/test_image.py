@@ -79,7 +79,7 @@ def test_bad_files_give_nan_rows_without_stopping(image_encoder, chelsea, tmp_pa
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("this is not a picture")
     missing = tmp_path / "missing.png"
-    with caplog.at_level(logging.WARNING, logger="embeddings.image"):
+    with caplog.at_level(logging.WARNING, logger="tlrec.embeddings.image"):
         out = image_encoder.encode([good, truncated, not_image, missing, good], batch_size=2)
     assert out.shape == (5, 1280)
     assert np.isnan(out[1:4]).all()

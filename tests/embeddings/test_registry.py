@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embeddings.base import Encoder
-from embeddings.registry import DEFAULTS, get_encoder, list_cards
+from tlrec.embeddings.base import Encoder
+from tlrec.embeddings.registry import DEFAULTS, get_encoder, list_cards
 
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "dog", "sat", "on", "mat",
               "a", "rug", "stock", "market", "##s", "fell", "."]

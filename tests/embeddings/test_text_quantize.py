@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-import embeddings.text as text_mod
-from embeddings.text import TextEncoder, calibration_texts, minilm_int8, probe_sentences
+import tlrec.embeddings.text as text_mod
+from tlrec.embeddings.text import TextEncoder, calibration_texts, minilm_int8, probe_sentences
 
 # Sentences unrelated to the probe and calibration sets (catalog-like and conversational).
 OTHER_SENTENCES = [
@@ -104,7 +104,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_guard_falls_back_to_fp32_with_a_warning(tiny_bert, monkeypatch, caplog):
     fp32 = TextEncoder(tiny_bert, name="tiny")
     monkeypatch.setattr(text_mod, "QUANTIZE_MIN_COSINE", 1.01)  # unreachable
-    with caplog.at_level(logging.WARNING, logger="embeddings.text"):
+    with caplog.at_level(logging.WARNING, logger="tlrec.embeddings.text"):
         enc = TextEncoder(tiny_bert, name="tiny", quantize=True)
     assert not enc.quantized and enc.precision == "fp32"
     assert enc.card.name == "tiny" and enc.card.version == fp32.card.version
@@ -121,7 +121,7 @@ def test_tiny_model_int8_passes_with_default_threshold(tiny_bert):
 
 def test_bf16_needs_native_support(tiny_bert, monkeypatch, caplog):
     monkeypatch.setattr(text_mod, "_cpu_supports", lambda flag: False)
-    with caplog.at_level(logging.WARNING, logger="embeddings.text"):
+    with caplog.at_level(logging.WARNING, logger="tlrec.embeddings.text"):
         enc = TextEncoder(tiny_bert, name="tiny", quantize="bf16")
     assert enc.precision == "fp32" and enc.card.name == "tiny"
     assert any("no native bfloat16" in r.getMessage() for r in caplog.records)

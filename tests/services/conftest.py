@@ -30,11 +30,11 @@ class TinyWorld:
 
 
 def _publish(root: Path, catalog: pl.DataFrame, train: pl.DataFrame, model: str, config: dict) -> Path:
-    from serving.index import VectorIndex
-    from serving.recommender import INDEX_FILE
-    from training.artifacts import new_version, staged_version
-    from training.models import NCFModel
-    from training.train import train_into
+    from tlrec.serving.index import VectorIndex
+    from tlrec.serving.recommender import INDEX_FILE
+    from tlrec.training.artifacts import new_version, staged_version
+    from tlrec.training.models import NCFModel
+    from tlrec.training.train import train_into
 
     version = f"{new_version()}-{model}"
     manifest: dict = {}
@@ -48,8 +48,8 @@ def _publish(root: Path, catalog: pl.DataFrame, train: pl.DataFrame, model: str,
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
-    from services.files import write_parquet_atomic
-    from training.splits import temporal_split
+    from tlrec.services.files import write_parquet_atomic
+    from tlrec.training.splits import temporal_split
 
     root = tmp_path_factory.mktemp("tiny")
     rng = np.random.default_rng(7)

@@ -17,7 +17,7 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from serving.experiments import assign_variant, load_experiment
+from tlrec.serving.experiments import assign_variant, load_experiment
 
 TLREC = Path(sys.executable).parent / "tlrec"
 EXPERIMENT = """\
@@ -33,7 +33,7 @@ T0 = 1_793_491_200  # 2026-11-01T00:00:00Z
 
 
 def run_tlrec(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [str(TLREC)] if TLREC.exists() else [sys.executable, "-m", "services.cli"]
+    cmd = [str(TLREC)] if TLREC.exists() else [sys.executable, "-m", "tlrec.services.cli"]
     proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     if check and proc.returncode != 0:
@@ -43,7 +43,7 @@ def run_tlrec(*args: str | Path, check: bool = True) -> subprocess.CompletedProc
 
 def invoke(*args: str | Path) -> Result:
     """``tlrec ARGS`` in this process; ``.stdout``, ``.stderr``, ``.exit_code``."""
-    from services.cli import app
+    from tlrec.services.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 

@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from serving.experiments import assign_many, parse_experiment
-from services.ab.analysis import analyze
-from services.ab.stats import cuped_adjust, cuped_theta, msprt_p_values, srm_test, team_draft, welch
+from tlrec.serving.experiments import assign_many, parse_experiment
+from tlrec.services.ab.analysis import analyze
+from tlrec.services.ab.stats import cuped_adjust, cuped_theta, msprt_p_values, srm_test, team_draft, welch
 
 DAY = 86_400
 T0 = 1_800_000_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from services.batch_scoring import FAIL_PARTITION_ENV, ScoringJobError, score_job
+from tlrec.services.batch_scoring import FAIL_PARTITION_ENV, ScoringJobError, score_job
 
 
 def _users_file(tmp_path, users):
@@ -97,7 +97,7 @@ def test_cli_failure_then_resume(tiny_world, tmp_path, monkeypatch):
     """`tlrec score --no-ray`: a failed partition exits 1 with one line telling to re-run; the re-run completes."""
     from typer.testing import CliRunner
 
-    from services.cli import app
+    from tlrec.services.cli import app
 
     users, out = _users_file(tmp_path, tiny_world.users[:30]), tmp_path / "recs.parquet"
     args = ["score", "--artifacts", str(tiny_world.artifacts), "--users", str(users), "--k", "2", "--out", str(out),

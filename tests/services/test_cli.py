@@ -15,7 +15,7 @@ TLREC = Path(sys.executable).parent / "tlrec"
 
 
 def run_tlrec(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [str(TLREC)] if TLREC.exists() else [sys.executable, "-m", "services.cli"]
+    cmd = [str(TLREC)] if TLREC.exists() else [sys.executable, "-m", "tlrec.services.cli"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=600)
     if check and proc.returncode != 0:

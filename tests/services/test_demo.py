@@ -7,7 +7,7 @@ import json
 import pytest
 from rich.console import Console
 
-from services.demo import run_demo
+from tlrec.services.demo import run_demo
 
 
 def _check_outputs(result) -> dict:

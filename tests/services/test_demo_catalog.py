@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from services.demo_catalog import (
+from tlrec.services.demo_catalog import (
     EPOCH,
     IMAGE_SIZE,
     PRODUCT_TOPICS,
@@ -80,7 +80,7 @@ def test_other_seed_gives_other_data(tmp_path: Path, small: DemoFiles) -> None:
 
 
 def test_interrupted_run_leaves_no_half_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import services.demo_catalog as demo
+    import tlrec.services.demo_catalog as demo
 
     real = demo._render_track
     calls = {"n": 0}

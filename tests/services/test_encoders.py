@@ -17,10 +17,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from services.cli_encoders import encoders_app
-from services.demo_catalog import generate_demo
-from services.encoders import compare_encoders, default_encoders, encoder_inputs
-from training.data import load_catalog
+from tlrec.services.cli_encoders import encoders_app
+from tlrec.services.demo_catalog import generate_demo
+from tlrec.services.encoders import compare_encoders, default_encoders, encoder_inputs
+from tlrec.training.data import load_catalog
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()

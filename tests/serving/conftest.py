@@ -56,7 +56,7 @@ class Server:
         self.events_dir.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "serve", "--artifacts", str(self.artifacts),
+                [sys.executable, "-m", "tlrec.services.cli", "serve", "--artifacts", str(self.artifacts),
                  "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log", *self.args],
                 cwd=REPO, env=self.env, stdout=log, stderr=log,
             )

@@ -9,7 +9,7 @@ import uuid
 import polars as pl
 import pytest
 
-from serving.api.schemas import MAX_K
+from tlrec.serving.api.schemas import MAX_K
 
 
 def _train(world) -> pl.DataFrame:

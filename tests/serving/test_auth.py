@@ -58,8 +58,8 @@ def test_probes_need_no_key(api, path):
 def test_insecure_serves_without_keys(world, tmp_path):
     from fastapi.testclient import TestClient
 
-    from serving.api.app import create_app
-    from serving.settings import Settings
+    from tlrec.serving.api.app import create_app
+    from tlrec.serving.settings import Settings
 
     app = create_app(Settings(artifacts=world.artifacts, insecure=True, events_dir=tmp_path, threads=1))
     with TestClient(app) as client:
@@ -72,7 +72,7 @@ def test_insecure_serves_without_keys(world, tmp_path):
 
 
 def test_keys_from_settings_are_comma_separated(monkeypatch):
-    from serving.settings import InsecureConfigError, Settings
+    from tlrec.serving.settings import InsecureConfigError, Settings
 
     for name in [k for k in os.environ if k.startswith("TLREC_")]:
         monkeypatch.delenv(name)

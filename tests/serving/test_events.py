@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from serving.events import (
+from tlrec.serving.events import (
     HEADER,
     LOG_NAME,
     EventLog,

@@ -16,7 +16,7 @@ from collections import Counter
 import httpx
 import polars as pl
 
-from serving.events import LOG_NAME, encode_record, scan
+from tlrec.serving.events import LOG_NAME, encode_record, scan
 
 TRIALS = 3
 CLIENTS = 4

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.experiments import (
+from tlrec.serving.experiments import (
     Experiment,
     ExposureLog,
     assign_many,
@@ -23,7 +23,7 @@ from serving.experiments import (
     parse_experiment,
     resolve_artifact,
 )
-from training.data import DataError
+from tlrec.training.data import DataError
 
 YAML = """\
 name: ranker-v2
@@ -185,7 +185,7 @@ def test_exposure_log_one_line_per_user_and_experiment(tmp_path):
 
 
 def test_exposure_log_reads_with_the_analysis_loader(tmp_path):
-    from services.ab.events import load_exposures
+    from tlrec.services.ab.events import load_exposures
 
     path = tmp_path / "exposures.jsonl"
     with ExposureLog(path) as log:

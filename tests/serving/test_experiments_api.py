@@ -24,11 +24,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from serving.api.exposures import ExposureRecorder
-from serving.experiments import ExposureLog, assign_variant, load_experiment
-from serving.metrics import Metrics
-from serving.recommender import ServedModel
-from serving.settings import Settings
+from tlrec.serving.api.exposures import ExposureRecorder
+from tlrec.serving.experiments import ExposureLog, assign_variant, load_experiment
+from tlrec.serving.metrics import Metrics
+from tlrec.serving.recommender import ServedModel
+from tlrec.serving.settings import Settings
 
 K = 8
 KNOWN_USERS = 40
@@ -152,7 +152,7 @@ def test_one_exposure_per_user_and_experiment(ab):
 def test_ab_analyze_reads_the_served_exposures(ab, tmp_path):
     from typer.testing import CliRunner
 
-    from services.cli import app
+    from tlrec.services.cli import app
 
     lines = [json.loads(line) for line in ab["exposures"].read_text().splitlines()]
     rng = np.random.default_rng(0)
@@ -217,7 +217,7 @@ def test_serve_refuses_a_corrupt_variant_before_binding(ab, repo, tmp_path):
     exp.write_text(RANKER.format(treatment="v-ncf").replace("artifact: v-pop", f"artifact: {tmp_path / 'v-pop-bad'}"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLREC_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "services.cli", "serve", "--artifacts", str(ab["root"]), "--port", "9",
+        [sys.executable, "-m", "tlrec.services.cli", "serve", "--artifacts", str(ab["root"]), "--port", "9",
          "--insecure", "--experiment", str(exp)],
         cwd=repo, env={**env, "TLREC_EVENTS_DIR": str(tmp_path / "ev")}, capture_output=True, text=True, timeout=120,
     )

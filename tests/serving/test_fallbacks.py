@@ -10,11 +10,11 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.api.app import create_app
-from serving.api.batching import MicroBatcher
-from serving.api.service import run_user_batch
-from serving.recommender import ServedModel
-from serving.settings import Settings
+from tlrec.serving.api.app import create_app
+from tlrec.serving.api.batching import MicroBatcher
+from tlrec.serving.api.service import run_user_batch
+from tlrec.serving.recommender import ServedModel
+from tlrec.serving.settings import Settings
 
 DEADLINE_MS = 300
 

@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from serving.recommender import INDEX_FILE, ServedModel
-from training.artifacts import ArtifactError
-from training.data import Columns
+from tlrec.serving.recommender import INDEX_FILE, ServedModel
+from tlrec.training.artifacts import ArtifactError
+from tlrec.training.data import Columns
 
 
 @pytest.fixture(scope="module")

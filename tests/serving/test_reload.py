@@ -16,9 +16,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from serving.index import VectorIndex
-from serving.recommender import INDEX_FILE
-from training.artifacts import sha256_file
+from tlrec.serving.index import VectorIndex
+from tlrec.serving.recommender import INDEX_FILE
+from tlrec.training.artifacts import sha256_file
 
 CLIENTS = 6
 # (version to point `current` at, expected refusal text or None for a good one)

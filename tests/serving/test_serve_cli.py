@@ -11,7 +11,7 @@ def _serve(repo, artifacts, env_extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLREC_")}
     env.update(env_extra or {})
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", "serve", "--artifacts", str(artifacts), "--port", "9"],
+        [sys.executable, "-m", "tlrec.services.cli", "serve", "--artifacts", str(artifacts), "--port", "9"],
         cwd=repo, env=env, capture_output=True, text=True, timeout=120,
     )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.artifacts import (
+from tlrec.training.artifacts import (
     ArtifactError,
     new_version,
     read_manifest,

@@ -12,8 +12,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from training.data import Columns, IdMap, InteractionData
-from training.models import (
+from tlrec.training.data import Columns, IdMap, InteractionData
+from tlrec.training.models import (
     MODELS,
     EASEConfig,
     EASEModel,
@@ -22,8 +22,8 @@ from training.models import (
     LightFMConfig,
     LightFMModel,
 )
-from training.models.ease import ease_weights
-from training.models.itemknn import item_similarity
+from tlrec.training.models.ease import ease_weights
+from tlrec.training.models.itemknn import item_similarity
 
 N_GROUPS, ITEMS_PER_GROUP, USERS_PER_GROUP = 4, 6, 12
 
@@ -140,7 +140,7 @@ def test_ease_matches_closed_form_in_numpy():
 def test_ease_tunes_l2_from_the_grid_and_logs_it(caplog):
     data, _, held, _ = _groups()
     grid = [1.0, 10.0, 100.0]
-    with caplog.at_level(logging.INFO, logger="training.models.ease"):
+    with caplog.at_level(logging.INFO, logger="tlrec.training.models.ease"):
         model = EASEModel(EASEConfig(l2_grid=grid, val_fraction=0.2)).fit(data)
     assert model.l2_ in grid
     assert sorted(model.tuning_) == grid

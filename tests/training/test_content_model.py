@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from training.data import Columns, IdMap, InteractionData
-from training.models import MODELS, ContentProfileConfig, ContentProfileModel, get_model_class
+from tlrec.training.data import Columns, IdMap, InteractionData
+from tlrec.training.models import MODELS, ContentProfileConfig, ContentProfileModel, get_model_class
 
 # items 0-3: cluster A (+x), items 4-7: cluster B (+y); items 3 and 7 are never interacted with (cold)
 _VECTORS = np.array(

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from training.data import (
+from tlrec.training.data import (
     Columns,
     DataError,
     IdMap,
@@ -303,7 +303,7 @@ def _catalog_and_interactions(tmp_path: Path) -> tuple[pl.DataFrame, Path]:
 
 def test_unknown_items_dropped_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     catalog, path = _catalog_and_interactions(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="training.data"):
+    with caplog.at_level(logging.WARNING, logger="tlrec.training.data"):
         df = load_interactions(path, catalog=catalog)
     assert df[C.ITEM].to_list() == ["a", "b"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -7,7 +7,7 @@ import math
 import polars as pl
 import pytest
 
-from training.evaluate import activity_segments, evaluate_segments, novelty_at_k
+from tlrec.training.evaluate import activity_segments, evaluate_segments, novelty_at_k
 
 TRAIN = pl.DataFrame({
     "user_id": ["a"] * 12 + ["b", "c", "c"],

@@ -22,8 +22,8 @@ import math
 import polars as pl
 import pytest
 
-from training.data import Columns
-from training.metrics import (
+from tlrec.training.data import Columns
+from tlrec.training.metrics import (
     catalog_coverage,
     evaluate_rankings,
     hit_rate_at_k,

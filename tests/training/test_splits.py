@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from training.data import Columns
-from training.splits import cold_item_split, global_temporal_split, temporal_split
+from tlrec.training.data import Columns
+from tlrec.training.splits import cold_item_split, global_temporal_split, temporal_split
 
 C = Columns
 

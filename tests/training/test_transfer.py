@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from embeddings.vectors import ItemVectors
-from training.transfer import (
+from tlrec.embeddings.vectors import ItemVectors
+from tlrec.training.transfer import (
     ALL,
     NONE,
     GroupResult,

@@ -1,12 +1,12 @@
 """Recommender models behind one interface (``base.Recommender``)."""
 
-from training.models.base import ModelConfig, Recommender
-from training.models.content import ContentProfileConfig, ContentProfileModel
-from training.models.ease import EASEConfig, EASEModel
-from training.models.itemknn import ItemKNNConfig, ItemKNNModel
-from training.models.lightfm_model import LightFMConfig, LightFMModel
-from training.models.ncf import NCFConfig, NCFModel
-from training.models.popularity import PopularityConfig, PopularityModel
+from tlrec.training.models.base import ModelConfig, Recommender
+from tlrec.training.models.content import ContentProfileConfig, ContentProfileModel
+from tlrec.training.models.ease import EASEConfig, EASEModel
+from tlrec.training.models.itemknn import ItemKNNConfig, ItemKNNModel
+from tlrec.training.models.lightfm_model import LightFMConfig, LightFMModel
+from tlrec.training.models.ncf import NCFConfig, NCFModel
+from tlrec.training.models.popularity import PopularityConfig, PopularityModel
 
 MODELS: dict[str, type[Recommender]] = {m.name: m for m in (NCFModel, PopularityModel, ContentProfileModel)}
 

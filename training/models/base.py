@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors.torch import load_file, save_file
 
-from training.data import Columns, InteractionData
+from tlrec.training.data import Columns, InteractionData
 
 logger = logging.getLogger(__name__)
 

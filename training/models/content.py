@@ -19,8 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from training.data import InteractionData
-from training.models.base import ModelConfig, Recommender
+from tlrec.training.data import InteractionData
+from tlrec.training.models.base import ModelConfig, Recommender
 
 logger = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ import torch
 from pydantic import Field
 from scipy.linalg import lapack
 
-from training.data import InteractionData
-from training.metrics import ndcg_at_k
-from training.models.base import ModelConfig, Recommender, relevant_by_user, top_k
-from training.splits import temporal_split
+from tlrec.training.data import InteractionData
+from tlrec.training.metrics import ndcg_at_k
+from tlrec.training.models.base import ModelConfig, Recommender, relevant_by_user, top_k
+from tlrec.training.splits import temporal_split
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import scipy.sparse as sp
 import torch
 from pydantic import Field
 
-from training.data import InteractionData
-from training.models.base import ModelConfig, Recommender
+from tlrec.training.data import InteractionData
+from tlrec.training.models.base import ModelConfig, Recommender
 
 logger = logging.getLogger(__name__)
 

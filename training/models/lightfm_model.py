@@ -40,10 +40,10 @@ import scipy.sparse as sp
 import torch
 from pydantic import Field
 
-from training.data import InteractionData
-from training.models.base import ModelConfig, Recommender
-from training.models.ease import holdout_ndcg
-from training.splits import temporal_split
+from tlrec.training.data import InteractionData
+from tlrec.training.models.base import ModelConfig, Recommender
+from tlrec.training.models.ease import holdout_ndcg
+from tlrec.training.splits import temporal_split
 
 logger = logging.getLogger(__name__)
 

@@ -47,10 +47,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from training.data import Columns, InteractionData
-from training.metrics import ndcg_at_k
-from training.models.base import ModelConfig, Recommender, relevant_by_user, top_k
-from training.splits import temporal_split
+from tlrec.training.data import Columns, InteractionData
+from tlrec.training.metrics import ndcg_at_k
+from tlrec.training.models.base import ModelConfig, Recommender, relevant_by_user, top_k
+from tlrec.training.splits import temporal_split
 
 logger = logging.getLogger(__name__)
 

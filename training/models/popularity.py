@@ -6,8 +6,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from training.data import InteractionData
-from training.models.base import ModelConfig, Recommender
+from tlrec.training.data import InteractionData
+from tlrec.training.models.base import ModelConfig, Recommender
 
 
 class PopularityConfig(ModelConfig):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.api.schemas import ErrorOut
+from tlrec.serving.api.schemas import ErrorOut
 
 _DESCRIPTIONS = {
     401: "Missing or invalid X-API-Key.",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from serving.api import service
-from serving.api.deps import AdminAuth, State
-from serving.api.routes import errors
-from serving.api.schemas import ReloadOut
+from tlrec.serving.api import service
+from tlrec.serving.api.deps import AdminAuth, State
+from tlrec.serving.api.routes import errors
+from tlrec.serving.api.schemas import ReloadOut
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAuth])
 

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 
-from serving.api import service
-from serving.api.deps import State, UserAuth
-from serving.api.routes import errors
-from serving.api.schemas import EventsAck, EventsIn
+from tlrec.serving.api import service
+from tlrec.serving.api.deps import State, UserAuth
+from tlrec.serving.api.routes import errors
+from tlrec.serving.api.schemas import EventsAck, EventsIn
 
 router = APIRouter(prefix="/v1", tags=["events"], dependencies=[UserAuth])
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from serving.api.deps import State, StrictQuery, UserAuth
-from serving.api.routes import errors
-from serving.api.schemas import HealthOut, PingOut, ReadyOut
+from tlrec.serving.api.deps import State, StrictQuery, UserAuth
+from tlrec.serving.api.routes import errors
+from tlrec.serving.api.schemas import HealthOut, PingOut, ReadyOut
 
 router = APIRouter(tags=["service"])
 

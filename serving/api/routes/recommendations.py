@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from serving.api import service
-from serving.api.deps import CurrentModel, CurrentModels, State, UserAuth
-from serving.api.routes import errors
-from serving.api.schemas import MAX_ID_CHARS, MAX_K, HistoryRecommendIn, RecommendationsOut, SimilarOut
+from tlrec.serving.api import service
+from tlrec.serving.api.deps import CurrentModel, CurrentModels, State, UserAuth
+from tlrec.serving.api.routes import errors
+from tlrec.serving.api.schemas import MAX_ID_CHARS, MAX_K, HistoryRecommendIn, RecommendationsOut, SimilarOut
 
 router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[UserAuth])
 
