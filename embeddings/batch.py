@@ -52,6 +52,7 @@ from typing import Any
 import polars as pl
 
 from tlrec.embeddings.base import Modality
+from tlrec.errors import InputError
 from tlrec.embeddings.vectors import (
     CATALOG_COLS,
     ID_COL,
@@ -106,7 +107,7 @@ def _scan_frame(catalog: pl.DataFrame, names: dict[Modality, str], base_dir: str
 
     _validate_catalog(catalog)
     if catalog.height == 0:
-        raise ValueError("catalog is empty: nothing to embed")
+        raise InputError("catalog is empty: nothing to embed")
     cols = [c for c in CATALOG_COLS if c in catalog.columns]
     table = catalog.select([pl.col(c).cast(pl.String, strict=False) for c in cols]).to_arrow()
     table = table.cast(pa.schema([(c, pa.large_string()) for c in cols]))
@@ -119,14 +120,14 @@ def _scan_parquet(path: Path, names: dict[Modality, str], base_dir: str | Path |
     import pyarrow.dataset as pds
 
     if not path.exists():
-        raise ValueError(f"catalog {path} not found")
+        raise InputError(f"catalog {path} not found")
     try:
         dataset = pds.dataset(path, format="parquet")
     except Exception as exc:  # noqa: BLE001 - any Arrow error means: not a Parquet catalog
-        raise ValueError(f"catalog {path} is not readable Parquet: {exc}") from None
+        raise InputError(f"catalog {path} is not readable Parquet: {exc}") from None
     cols = [c for c in CATALOG_COLS if c in dataset.schema.names]
     if ID_COL not in cols:
-        raise ValueError(f"catalog {path} has no column {ID_COL!r} (columns: {', '.join(dataset.schema.names)})")
+        raise InputError(f"catalog {path} has no column {ID_COL!r} (columns: {', '.join(dataset.schema.names)})")
     seen: set[str] = set()
     found: set[Modality] = set()
     n = 0
@@ -135,14 +136,14 @@ def _scan_parquet(path: Path, names: dict[Modality, str], base_dir: str | Path |
         ids = rows.get_column(ID_COL).cast(pl.String, strict=False).to_list()
         for offset, iid in enumerate(ids):
             if iid is None:
-                raise ValueError(f"catalog {path} row {n + offset}, column {ID_COL!r}: item_id is null")
+                raise InputError(f"catalog {path} row {n + offset}, column {ID_COL!r}: item_id is null")
             if iid in seen:
-                raise ValueError(f"catalog {path} row {n + offset}, column {ID_COL!r}: duplicate item_id {iid!r}")
+                raise InputError(f"catalog {path} row {n + offset}, column {ID_COL!r}: duplicate item_id {iid!r}")
             seen.add(iid)
         found.update(m for m in names if m not in found and has_input(rows, m))
         n += len(ids)
     if n == 0:
-        raise ValueError(f"catalog {path} is empty: nothing to embed")
+        raise InputError(f"catalog {path} is empty: nothing to embed")
     base = Path(base_dir) if base_dir is not None else (path if path.is_dir() else path.parent)
     return _Catalog(n, [m for m in names if m in found], base.resolve(), path=path, columns=cols)
 
@@ -326,7 +327,7 @@ def embed_catalog_ray(
         if modality not in info.modalities:
             logger.info("no item has %s input; skipping the %s encoder", modality, modality)
     if not info.modalities:
-        raise ValueError("nothing to embed: every modality is disabled or has no input in the catalog")
+        raise InputError("nothing to embed: every modality is disabled or has no input in the catalog")
     previous = PreviousVectors.open(out_path) if reuse else None
 
     started = _connect(address)

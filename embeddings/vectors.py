@@ -33,10 +33,8 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +42,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tlrec.embeddings.base import MODALITIES, Encoder, Modality, file_sha256
+from tlrec.embeddings.base import MODALITIES, Encoder, Modality
+from tlrec.files import atomic_path, json_bytes, sha256_file
 from tlrec.embeddings.fusion import fuse, fused_dim
+from tlrec.errors import ConfigError, InputError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -114,9 +114,9 @@ def check_out_path(out_path: str | Path) -> Path:
     """The output path as a ``Path``; ``ValueError`` if it is a directory or its folder is missing."""
     out_path = Path(out_path)
     if out_path.is_dir():
-        raise ValueError(f"output path {out_path} is a directory; give a .parquet file path")
+        raise UsageError(f"output path {out_path} is a directory; give a .parquet file path")
     if not out_path.parent.is_dir():
-        raise ValueError(f"output directory {out_path.parent} does not exist")
+        raise UsageError(f"output directory {out_path.parent} does not exist")
     return out_path
 
 
@@ -134,7 +134,7 @@ def resolve_encoders(text: str | None, image: str | None, audio: str | None) -> 
         if name is None:
             continue
         if modality_of(name) != modality:
-            raise ValueError(f"encoder {name!r} is for {modality_of(name)}, not {modality}")
+            raise ConfigError(f"encoder {name!r} is for {modality_of(name)}, not {modality}")
         names[modality] = canonical_name(name)
     return names
 
@@ -143,16 +143,16 @@ def _validate_catalog(catalog: pl.DataFrame) -> list[str]:
     if not isinstance(catalog, pl.DataFrame):
         raise TypeError(f"catalog must be a polars DataFrame, got {type(catalog).__name__}")
     if ID_COL not in catalog.columns:
-        raise ValueError(f"catalog has no column {ID_COL!r} (columns: {', '.join(catalog.columns)})")
+        raise InputError(f"catalog has no column {ID_COL!r} (columns: {', '.join(catalog.columns)})")
     ids = catalog.get_column(ID_COL).cast(pl.String, strict=False)
     nulls = ids.is_null()
     if nulls.any():
         row = int(nulls.arg_max())  # first null
-        raise ValueError(f"catalog row {row}, column {ID_COL!r}: item_id is null or not a string")
+        raise InputError(f"catalog row {row}, column {ID_COL!r}: item_id is null or not a string")
     dup = ids.is_duplicated()
     if dup.any():
         row = int(dup.arg_max())
-        raise ValueError(f"catalog row {row}, column {ID_COL!r}: duplicate item_id {ids[row]!r}")
+        raise InputError(f"catalog row {row}, column {ID_COL!r}: duplicate item_id {ids[row]!r}")
     return ids.to_list()
 
 
@@ -201,7 +201,7 @@ def _text_hash(text: str) -> str:
 
 def _path_hash(path: Path) -> str | None:
     try:
-        return file_sha256(path)
+        return sha256_file(path)
     except OSError:
         return None  # the encoder reports the failure
 
@@ -522,23 +522,6 @@ def _list_array(mat: np.ndarray) -> Any:
     return pa.LargeListArray.from_arrays(offsets, values, mask=pa.array(missing, type=pa.bool_()))
 
 
-def _fsync_dir(directory: Path) -> None:
-    with suppress(OSError):  # not supported on every platform / filesystem
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _temp_path(target: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    with suppress(OSError):
-        os.chmod(name, 0o644)  # mkstemp creates 0600; the published file should be readable like any other
-    return Path(name)
-
-
 class VectorsFileWriter:
     """Stream tables into a vectors file, row group by row group, and publish it atomically.
 
@@ -554,13 +537,15 @@ class VectorsFileWriter:
         self.out_path = Path(out_path)
         self.schema = vectors_schema(modalities)
         self.rows = 0
+        self._publish: ExitStack | None = None
         self._tmp: Path | None = None
         self._writer: Any = None
 
     def __enter__(self) -> VectorsFileWriter:
         import pyarrow.parquet as pq
 
-        self._tmp = _temp_path(self.out_path)
+        self._publish = ExitStack()
+        self._tmp = self._publish.enter_context(atomic_path(self.out_path))
         try:
             self._writer = pq.ParquetWriter(self._tmp, self.schema)
         except BaseException:
@@ -577,40 +562,24 @@ class VectorsFileWriter:
         self.rows += table.num_rows
 
     def commit(self, manifest: dict[str, Any]) -> None:
-        """Close the Parquet file, write the manifest, publish both atomically."""
-        man_path = manifest_path(self.out_path)
+        """Close the Parquet file, then publish it and its manifest (the manifest last)."""
+        assert self._publish is not None and self._tmp is not None, "commit() outside the with-block"
         self._writer.close()
         self._writer = None
-        tmp_man = None
-        try:
-            with open(self._tmp, "rb+") as fh:  # type: ignore[arg-type]
-                os.fsync(fh.fileno())
-            manifest["vectors_sha256"] = file_sha256(self._tmp)  # type: ignore[arg-type]
-            tmp_man = _temp_path(man_path)
-            with open(tmp_man, "w", encoding="utf-8") as fh:
-                json.dump(manifest, fh, indent=2, sort_keys=False)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(self._tmp, self.out_path)  # type: ignore[arg-type]
-            self._tmp = None
-            os.replace(tmp_man, man_path)
-            tmp_man = None
-            _fsync_dir(self.out_path.parent)
-        finally:
-            if tmp_man is not None:
-                with suppress(OSError):
-                    tmp_man.unlink()
+        manifest["vectors_sha256"] = sha256_file(self._tmp)
+        with atomic_path(manifest_path(self.out_path)) as tmp_manifest:
+            tmp_manifest.write_bytes(json_bytes(manifest))
+            publish, self._publish = self._publish, None
+            publish.close()  # the vectors file goes into place just before its manifest
 
     def __exit__(self, *exc: Any) -> None:
         if self._writer is not None:
             with suppress(Exception):
                 self._writer.close()
             self._writer = None
-        if self._tmp is not None:
-            with suppress(OSError):
-                self._tmp.unlink()
-            self._tmp = None
+        if self._publish is not None:  # not committed: the temporary file is removed
+            publish, self._publish = self._publish, None
+            publish.__exit__(RuntimeError, RuntimeError("vectors file not committed"), None)
 
 
 # ---------------------------------------------------------------------------
@@ -675,7 +644,7 @@ def embed_catalog(catalog: pl.DataFrame, out_path: str | Path, text: str | None 
     out_path = check_out_path(out_path)
     _validate_catalog(catalog)
     if catalog.height == 0:
-        raise ValueError("catalog is empty: nothing to embed")
+        raise InputError("catalog is empty: nothing to embed")
     names = resolve_encoders(text, image, audio)
     active: list[Modality] = []
     for modality in names:
@@ -684,7 +653,7 @@ def embed_catalog(catalog: pl.DataFrame, out_path: str | Path, text: str | None 
         else:
             logger.info("no item has %s input; skipping the %s encoder", modality, modality)
     if not active:
-        raise ValueError("nothing to embed: every modality is disabled or has no input in the catalog")
+        raise InputError("nothing to embed: every modality is disabled or has no input in the catalog")
 
     encoders: dict[Modality, Any] = {
         m: _RunnerEncoder(names[m], runner) if runner is not None else get_encoder(names[m]) for m in active}
@@ -718,10 +687,10 @@ def _column_matrix(table: Any, name: str, dim: int | None, path: Path) -> np.nda
     lengths = np.asarray(lengths[valid], dtype=np.int64) if n else np.zeros(0, np.int64)
     if dim is None:
         if not len(lengths):
-            raise ValueError(f"{path}: column {name!r} is empty and the manifest gives no dimension")
+            raise InputError(f"{path}: column {name!r} is empty and the manifest gives no dimension")
         dim = int(lengths[0])
     if len(lengths) and not (lengths == dim).all():
-        raise ValueError(f"{path}: column {name!r} has vectors of length other than {dim}")
+        raise InputError(f"{path}: column {name!r} has vectors of length other than {dim}")
     flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
     out = np.full((n, dim), np.nan, dtype=np.float32)
     out[valid] = flat.reshape(-1, dim) if dim else flat.reshape(int(valid.sum()), 0)
@@ -732,22 +701,22 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     """The parsed manifest of vectors file ``path``; ``ValueError`` naming the file if missing or invalid."""
     man_path = manifest_path(path)
     if not path.is_file():
-        raise ValueError(f"item vectors file {path} not found")
+        raise InputError(f"item vectors file {path} not found")
     if not man_path.is_file():
-        raise ValueError(f"manifest {man_path} for item vectors {path} not found")
+        raise InputError(f"manifest {man_path} for item vectors {path} not found")
     try:
         manifest = json.loads(man_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"manifest {man_path} is not valid JSON ({_one_line(exc)})") from None
+        raise InputError(f"manifest {man_path} is not valid JSON ({_one_line(exc)})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"manifest {man_path} is not a {FORMAT} manifest")
+        raise InputError(f"manifest {man_path} is not a {FORMAT} manifest")
     return manifest
 
 
 def _check_checksum(path: Path, manifest: dict[str, Any]) -> None:
     expected_sha = manifest.get("vectors_sha256")
-    if expected_sha and file_sha256(path) != expected_sha:
-        raise ValueError(f"item vectors file {path} does not match the checksum in {manifest_path(path).name} "
+    if expected_sha and sha256_file(path) != expected_sha:
+        raise InputError(f"item vectors file {path} does not match the checksum in {manifest_path(path).name} "
                          "(corrupt or written by another run)")
 
 
@@ -767,7 +736,7 @@ def load_item_vectors(path: str | Path) -> ItemVectors:
     try:
         table = pq.read_table(path)
     except Exception as exc:  # noqa: BLE001 - any Arrow/IO error means a bad file
-        raise ValueError(f"item vectors file {path} is not readable Parquet ({_one_line(exc)})") from None
+        raise InputError(f"item vectors file {path} is not readable Parquet ({_one_line(exc)})") from None
     modalities = list(manifest.get("modalities", []))
     needed = [ID_COL, FUSED_COL, *modalities]
     absent = [c for c in needed if c not in table.column_names]
@@ -781,7 +750,7 @@ def load_item_vectors(path: str | Path) -> ItemVectors:
     except ValueError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"item vectors file {path} has malformed vector columns ({_one_line(exc)})") from None
+        raise InputError(f"item vectors file {path} has malformed vector columns ({_one_line(exc)})") from None
     if np.isnan(fused).any():
-        raise ValueError(f"item vectors file {path} has null or NaN fused vectors")
+        raise InputError(f"item vectors file {path} has null or NaN fused vectors")
     return ItemVectors(item_ids=item_ids, fused=fused, blocks=blocks, manifest=manifest)

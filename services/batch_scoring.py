@@ -47,11 +47,12 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from tlrec.serving.recommender import ServedModel
-from tlrec.services.files import read_id_list, write_parquet_atomic
+from tlrec.files import write_parquet_atomic
+from tlrec.services.files import read_id_list
 from tlrec.services.jobs import frame_of_recommendations
-from tlrec.training.artifacts import resolve_version, sha256_file, verify
+from tlrec.errors import UsageError
+from tlrec.training.artifacts import resolve_version, sha256_file
 from tlrec.training.data import DataError, IdMap
-from tlrec.training.train import ITEMS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class PartitionScorer:
     ``threads`` sets torch's and FAISS's threads (None: leave the defaults).
     """
 
-    def __init__(self, spec: ScoreSpec, threads: int | None = None) -> None:
+    def __init__(self, spec: ScoreSpec, threads: int | None = None, served: ServedModel | None = None) -> None:
         if threads is not None:
             import faiss
             import torch
@@ -133,7 +134,7 @@ class PartitionScorer:
             torch.set_num_threads(threads)
             faiss.omp_set_num_threads(threads)
         self.spec = spec
-        self.served = ServedModel.load(Path(spec.version_dir))
+        self.served = served if served is not None else ServedModel.load(Path(spec.version_dir))
 
     def score(self, index: int, users: Sequence[str]) -> PartResult:
         """Top-k for ``users`` (partition ``index``) -> ``part-XXXXX.parquet`` in the staging folder."""
@@ -186,8 +187,7 @@ def _staging_dir(out: Path, key: dict[str, Any]) -> Path:
     return staging
 
 
-def _check_candidates(version_dir: Path, candidates: list[str], candidates_path: Path, k: int) -> None:
-    items = IdMap.load(version_dir / ITEMS_FILE)
+def _check_candidates(items: IdMap, candidates: list[str], candidates_path: Path, k: int) -> None:
     unknown = [c for c in candidates if c not in items]
     if len(unknown) == len(candidates):
         raise DataError(f"{candidates_path}: none of the {len(candidates)} candidate ids is in the model's catalog")
@@ -232,22 +232,28 @@ def score_job(
         max_retries: restarts of a dead actor and retries of its partition.
 
     Raises:
-        ValueError / DataError: bad k, users or candidates file (before any work).
-        ArtifactError: missing or corrupt artifact (checksums verified first).
+        UsageError / DataError: bad k, users or candidates file (before any work).
+        ArtifactError: missing, corrupt or unloadable artifact (verified and loaded
+            before the staging folder is created: nothing is left behind).
         ScoringJobError: partitions failed; complete ones stay in the staging
             folder and a re-run of the same call resumes.
     """
     if k < 1:
-        raise ValueError(f"--k must be >= 1, got {k}")
+        raise UsageError(f"--k must be >= 1, got {k}")
     if partition_size < 1 or batch_size < 1:
-        raise ValueError(f"--partition-size and batch size must be >= 1, got {partition_size} and {batch_size}")
+        raise UsageError(f"--partition-size and batch size must be >= 1, got {partition_size} and {batch_size}")
     out = Path(out)
     users = list(dict.fromkeys(read_id_list(users_path, "user")))
     candidates = read_id_list(candidates_path, "candidate item") if candidates_path is not None else None
     version_dir = resolve_version(Path(artifacts)).resolve()
-    verify(version_dir)  # one-line ArtifactError naming a corrupt file, before any worker starts
+    # Load (verify every file, parse and check it) here, before the staging folder exists and any
+    # worker starts: a bad artifact is one ArtifactError line naming the file and leaves nothing behind.
+    # In process, this model does the scoring; on Ray each actor loads its own and this one is dropped.
+    served = ServedModel.load(version_dir)
     if candidates is not None:
-        _check_candidates(version_dir, candidates, Path(candidates_path), k)  # type: ignore[arg-type]
+        _check_candidates(served.items, candidates, Path(candidates_path), k)  # type: ignore[arg-type]
+    local = served if ray_address is None else None
+    del served
     key = _job_key(version_dir, Path(users_path), candidates_path, k, exclude_seen, partition_size)
     staging = _staging_dir(out, key)
     partitions = [users[lo : lo + partition_size] for lo in range(0, len(users), partition_size)]
@@ -264,9 +270,12 @@ def score_job(
     bar = tqdm(total=len(users), initial=done_users, desc="score", unit="user", disable=not progress, smoothing=0.1)
     try:
         if ray_address is None:
-            results, failures = _run_in_process(spec, partitions, todo, bar)
+            results, failures = _run_in_process(spec, partitions, todo, bar, local)
         else:
             results, failures = _run_on_ray(spec, partitions, todo, bar, ray_address, actors, max_retries)
+    except BaseException:
+        _drop_if_empty(staging)  # no complete part: nothing worth keeping for a re-run
+        raise
     finally:
         bar.close()
     popular = sum(r.popular for r in results)
@@ -276,9 +285,11 @@ def score_job(
     if failures:
         done = len(partitions) - len(failures)
         first = next(iter(failures.items()))
+        _drop_if_empty(staging)
+        kept = (f"{done} are kept in {staging} and a re-run of the same command resumes from them"
+                if staging.is_dir() else "nothing was kept; a re-run starts over")
         raise ScoringJobError(
-            f"{len(failures)} of {len(partitions)} partitions failed (partition {first[0]}: {first[1]}); "
-            f"{done} are kept in {staging} and a re-run of the same command resumes from them")
+            f"{len(failures)} of {len(partitions)} partitions failed (partition {first[0]}: {first[1]}); {kept}")
     rows = _assemble(staging, len(partitions), out)
     shutil.rmtree(staging, ignore_errors=True)
     logger.info("wrote %d rows for %d users to %s (model %s)", rows, len(users), out, version_dir.name)
@@ -293,13 +304,19 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text[-1].split())[:300] if text else type(exc).__name__
 
 
+def _drop_if_empty(staging: Path) -> None:
+    """Remove a job's staging folder when it holds no complete part (so a failed start leaves nothing)."""
+    if staging.is_dir() and not any(staging.glob("part-*.parquet")):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _run_in_process(spec: ScoreSpec, partitions: list[list[str]], todo: list[int],
-                    bar: tqdm) -> tuple[list[PartResult], dict[int, str]]:
+                    bar: tqdm, served: ServedModel | None = None) -> tuple[list[PartResult], dict[int, str]]:
     results: list[PartResult] = []
     failures: dict[int, str] = {}
     if not todo:
         return results, failures
-    scorer = PartitionScorer(spec)
+    scorer = PartitionScorer(spec, served=served)
     for i in todo:
         try:
             results.append(scorer.score(i, partitions[i]))

@@ -24,19 +24,28 @@ app = typer.Typer(
 
 from tlrec.services.cli_ab import ab_app  # noqa: E402  (a typer sub-app: `tlrec ab ...`)
 from tlrec.services.cli_encoders import encoders_app  # noqa: E402  (a typer sub-app: `tlrec encoders ...`)
+from tlrec.services.cli_events import events_app  # noqa: E402  (a typer sub-app: `tlrec events ...`)
 
 app.add_typer(encoders_app, name="encoders")
 app.add_typer(ab_app, name="ab")
+app.add_typer(events_app, name="events")
 
 logger = logging.getLogger("tlrec")
 
-from tlrec.services.errors import friendly_errors  # noqa: E402
+from tlrec.errors import ConfigError, UsageError  # noqa: E402
+from tlrec.services.errors import friendly_errors, set_verbose  # noqa: E402
 from tlrec.services.errors import one_line as _one_line  # noqa: E402
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
-    """Set up logging (stderr) and offline model loading."""
+def main(verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Debug logging, and the traceback of a failure.")] = False) -> None:
+    """Set up logging (stderr) and offline model loading.
+
+    A failure prints one ``error:`` line (``services.errors``): exit 2 for an expected one
+    (bad input, corrupt artifact, bad option), 1 for a bug; ``--verbose`` adds its traceback.
+    """
+    set_verbose(verbose)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(
@@ -53,10 +62,22 @@ def _parse_ks(value: str) -> list[int]:
     try:
         ks = [int(x) for x in value.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"--k: expected comma-separated integers like 10,20, got {value!r}") from None
+        raise UsageError(f"--k: expected comma-separated integers like 10,20, got {value!r}") from None
     if not ks or min(ks) < 1:
-        raise ValueError(f"--k: every value must be >= 1, got {value!r}")
+        raise UsageError(f"--k: every value must be >= 1, got {value!r}")
     return ks
+
+
+def _settings(settings_class: Any, overrides: dict[str, Any]) -> Any:
+    """``settings_class(**overrides)`` (reads TLREC_* too); ``ConfigError`` names the first bad setting."""
+    from pydantic import ValidationError
+
+    try:
+        return settings_class(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(x) for x in first["loc"]) or "settings"
+        raise ConfigError(f"setting {name} (TLREC_{name.upper()} or its option): {first['msg']}") from None
 
 
 def _parse_settings(pairs: list[str]) -> dict[str, Any]:
@@ -67,7 +88,7 @@ def _parse_settings(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set: expected KEY=VALUE, got {pair!r}")
+            raise UsageError(f"--set: expected KEY=VALUE, got {pair!r}")
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -123,7 +144,7 @@ def embed(
 
     if quantize:
         if text != "minilm":
-            raise ValueError(f"--quantize: only the default text encoder 'minilm' has an int8 version, not {text!r}")
+            raise UsageError(f"--quantize: only the default text encoder 'minilm' has an int8 version, not {text!r}")
         text = "minilm-int8"
     names = {m: (None if v.lower() == "none" else v) for m, v in {"text": text, "image": image, "audio": audio}.items()}
     path = embed_job(catalog, out, ray_address=None if no_ray else ray_address, **names)
@@ -190,14 +211,14 @@ def evaluate(
 
     if transfer_report:
         if catalog is None or vectors is None:
-            raise ValueError("--transfer-report needs --catalog and --vectors (and all --interactions)")
+            raise UsageError("--transfer-report needs --catalog and --vectors (and all --interactions)")
         from tlrec.training.transfer import render_markdown
 
         result = transfer_job(catalog, interactions, vectors, report, config=_parse_settings(set_ or []))
         Console().print(Markdown(render_markdown(result)))
         return
     if artifacts is None:
-        raise ValueError("evaluate needs --artifacts (or --transfer-report with --catalog and --vectors)")
+        raise UsageError("evaluate needs --artifacts (or --transfer-report with --catalog and --vectors)")
     ks = _parse_ks(k)
     results = evaluate_job(artifacts, interactions, ks, report=report)
     Console().print(metrics_table(results, ks))
@@ -256,10 +277,10 @@ def serve(
 
     overrides = {"artifacts": artifacts, "insecure": insecure or None, "threads": threads,
                  "experiments": experiment or None}
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = _settings(Settings, {k: v for k, v in overrides.items() if v is not None})
     settings.check_secure()  # before any heavy import: refuse fast, and say why
     if settings.artifacts is None:
-        raise ValueError("--artifacts: required (or set TLREC_ARTIFACTS)")
+        raise UsageError("--artifacts: required (or set TLREC_ARTIFACTS)")
     # before numpy/torch/faiss load: their BLAS and OpenMP pools read these once, at load time
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(settings.intra_op_threads))
@@ -271,8 +292,11 @@ def serve(
 
     # the default model and every experiment variant's: fail fast, with a one-line error, before binding the port
     models = load_model_set(settings)
+    from tlrec.serving.api.middleware import uvicorn_http_options  # httptools + 431 past TLREC_MAX_HEADER_BYTES
+
     uvicorn.run(create_app(settings, models), host=host, port=port, log_level="info",
-                access_log=access_log, timeout_graceful_shutdown=10)
+                access_log=access_log, timeout_graceful_shutdown=10,
+                **uvicorn_http_options(settings.max_header_bytes))
 
 
 if __name__ == "__main__":  # pragma: no cover

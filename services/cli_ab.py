@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tlrec.errors import UsageError
 from tlrec.services.errors import friendly_errors
 
 ab_app = typer.Typer(
@@ -147,19 +148,19 @@ def replay(
 
     from tlrec.services.ab.replay import load_models
     from tlrec.services.ab.replay import replay as run
-    from tlrec.services.files import write_parquet_atomic
+    from tlrec.files import write_parquet_atomic
     from tlrec.serving.experiments import load_experiment
-    from tlrec.training.data import Columns, load_interactions
+    from tlrec.training.data import Columns, DataError, load_interactions
 
     if k < 1:
-        raise ValueError(f"--k must be >= 1, got {k}")
+        raise UsageError(f"--k must be >= 1, got {k}")
     exp = load_experiment(experiment)
     holdout = load_interactions(interactions)
     if since is not None:
         cutoff = _parse_time(since)
         holdout = holdout.filter(pl.col(Columns.TIMESTAMP) >= cutoff)
         if holdout.height == 0:
-            raise ValueError(f"{interactions.name}: no interactions at or after --since {since}")
+            raise DataError(f"{interactions.name}: no interactions at or after --since {since}")
     models = load_models(exp, artifacts, experiment.resolve().parent)
     result, data = run(exp, models, holdout, k=k, looks=looks)
     if out is not None:
@@ -178,7 +179,7 @@ def _parse_time(text: str) -> int:
     try:
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"--since: expected epoch seconds or an ISO-8601 time, got {text!r}") from None
+        raise UsageError(f"--since: expected epoch seconds or an ISO-8601 time, got {text!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return int(parsed.timestamp())

@@ -22,6 +22,7 @@ encoders_app = typer.Typer(
     add_completion=False,
 )
 
+from tlrec.errors import UsageError  # noqa: E402
 from tlrec.services.errors import friendly_errors  # noqa: E402
 
 
@@ -69,9 +70,9 @@ def compare(
 
     names = [n.strip() for n in encoders.split(",") if n.strip()] if encoders else None
     if encoders is not None and not names:
-        raise ValueError("--encoders: give at least one encoder name, e.g. --encoders minilm")
+        raise UsageError("--encoders: give at least one encoder name, e.g. --encoders minilm")
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     report = compare_encoders(catalog, interactions, names, k=k, cold_fraction=cold_fraction, seed=seed,
                               batch_size=batch_size, progress=sys.stderr.isatty())
     _console().print(compare_table(report))

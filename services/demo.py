@@ -8,7 +8,6 @@ them. Prints an evaluation table and sample recommendations beside each history.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from rich.table import Table
 
 from tlrec.embeddings.vectors import embed_catalog, load_item_vectors
 from tlrec.serving.recommender import ServedModel
-from tlrec.services.files import write_parquet_atomic
+from tlrec.files import write_parquet_atomic
 from tlrec.services.demo_catalog import generate_demo
 from tlrec.services.jobs import evaluate_job, metrics_table, train_job
 from tlrec.training.artifacts import write_json_atomic
@@ -152,8 +151,3 @@ def _truth(truth_dir: Path) -> tuple[dict[str, str], dict[str, set[str]]]:
     for user, topic in users.select("user_id", "topic").iter_rows():
         tastes.setdefault(user, set()).add(topic)
     return dict(zip(items["item_id"].to_list(), items["topic"].to_list())), tastes
-
-
-def load_evaluation(out: Path) -> dict:
-    """The metrics a previous demo run saved."""
-    return json.loads((Path(out) / "evaluation.json").read_text())

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import polars as pl
 
-from tlrec.training.data import Columns
+from tlrec.errors import ConfigError, UsageError
+from tlrec.training.data import Columns, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.table import Table
@@ -117,7 +118,7 @@ def encoder_inputs(catalog: pl.DataFrame, modality: str) -> list[Any]:
         return out
     column = {"image": C.IMAGE_PATH, "audio": C.AUDIO_PATH}.get(modality)
     if column is None:
-        raise ValueError(f"unknown modality {modality!r}; allowed: text, image, audio")
+        raise ConfigError(f"unknown modality {modality!r}; allowed: text, image, audio")
     if column not in catalog.columns:
         return [None] * catalog.height
     return [_clean(v) for v in catalog[column].cast(pl.String).to_list()]
@@ -242,14 +243,14 @@ def compare_encoders(catalog_path: str | Path, interactions_path: str | Path,
     from tlrec.training.data import IdMap, InteractionData, load_catalog, load_interactions
 
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        raise UsageError(f"k must be an integer >= 1, got {k!r}")
     catalog = load_catalog(catalog_path)
     interactions = load_interactions(interactions_path, catalog=catalog)
     if interactions.height == 0:
-        raise ValueError(f"{Path(interactions_path).name}: no interaction names an item of the catalog")
+        raise DataError(f"{Path(interactions_path).name}: no interaction names an item of the catalog")
     names = [canonical_name(n) for n in (encoders if encoders else default_encoders(catalog))]
     if not names:
-        raise ValueError(f"{Path(catalog_path).name}: no item has text, image or audio input to encode")
+        raise DataError(f"{Path(catalog_path).name}: no item has text, image or audio input to encode")
     names = list(dict.fromkeys(names))
     inputs_by_modality: dict[str, list[Any]] = {}
     for name in names:
@@ -257,7 +258,7 @@ def compare_encoders(catalog_path: str | Path, interactions_path: str | Path,
         if modality not in inputs_by_modality:
             inputs_by_modality[modality] = encoder_inputs(catalog, modality)
         if all(v is None for v in inputs_by_modality[modality]):
-            raise ValueError(f"encoder {name!r} reads {modality}, but no item of {Path(catalog_path).name} "
+            raise DataError(f"encoder {name!r} reads {modality}, but no item of {Path(catalog_path).name} "
                              f"has {modality} input")
 
     train, test, cold = _split(interactions, cold_fraction, seed)
@@ -407,7 +408,7 @@ def write_report(report: CompareReport, out_dir: str | Path) -> dict[str, Path]:
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir} is a file, not a directory")
+        raise UsageError(f"--out {out_dir} is a file, not a directory")
     paths = {ext: out_dir / f"{REPORT_STEM}.{ext}" for ext in ("md", "json", "png")}
     png = plot_png(report)
     write_bytes_atomic(paths["json"], (json.dumps(report.to_dict(), indent=2) + "\n").encode())

@@ -1,12 +1,8 @@
-"""Small file helpers shared by the jobs: id lists in, Parquet out (atomically)."""
+"""Id lists in: the ``--users`` and ``--candidates`` files of the jobs (one id a line)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-
-import polars as pl
 
 from tlrec.training.data import DataError
 
@@ -25,17 +21,3 @@ def read_id_list(path: Path, what: str) -> list[str]:
         raise DataError(f"{path}: no {what} ids (expected one id a line)")
     return ids
 
-
-def write_parquet_atomic(frame: pl.DataFrame, out: Path) -> None:
-    """Write ``frame`` to ``out`` via a temp file in the same folder, fsync, rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        frame.write_parquet(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

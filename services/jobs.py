@@ -16,6 +16,7 @@ import polars as pl
 
 from tlrec.embeddings.registry import DEFAULTS
 from tlrec.embeddings.vectors import ItemVectors, embed_catalog, load_item_vectors
+from tlrec.errors import UsageError
 from tlrec.serving.index import VectorIndex
 from tlrec.serving.recommender import INDEX_FILE, ServedModel
 from tlrec.training.artifacts import new_version, sha256_file, staged_version, write_json_atomic
@@ -114,7 +115,7 @@ def _choose_modalities(catalog: pl.DataFrame, interactions: pl.DataFrame, vector
         return vectors
     if modalities == "auto":
         if model != "ncf":
-            raise ValueError("--modalities auto measures transfer with NCF; use it with --model ncf")
+            raise UsageError("--modalities auto measures transfer with NCF; use it with --model ncf")
         report = transfer_report(catalog, interactions, vectors, config=config)
         keep = report.keep_modalities()
         manifest["transfer"] = report.to_dict()
@@ -125,7 +126,7 @@ def _choose_modalities(catalog: pl.DataFrame, interactions: pl.DataFrame, vector
         keep = [m.strip() for m in modalities.split(",") if m.strip()]
         unknown = [m for m in keep if m not in have]
         if unknown:
-            raise ValueError(f"--modalities: {', '.join(unknown)} not in the item vectors (they have: "
+            raise UsageError(f"--modalities: {', '.join(unknown)} not in the item vectors (they have: "
                              f"{', '.join(have)}); use all, auto or a comma list of those")
     manifest["modalities"] = keep
     return select_modalities(vectors, keep)
@@ -161,7 +162,7 @@ def evaluate_job(
     by training activity, with novelty); ``report`` writes Markdown + PNG there.
     """
     if not ks or min(ks) < 1:
-        raise ValueError(f"--k values must be >= 1, got {list(ks)}")
+        raise UsageError(f"--k values must be >= 1, got {list(ks)}")
     served = ServedModel.load(artifacts)
     test = load_interactions(interactions_path)
     known_items = test[Columns.ITEM].is_in(list(served.items.external))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from tlrec.services.files import write_parquet_atomic
+from tlrec.files import write_parquet_atomic
 from tlrec.training.data import Columns, DataError
 
 logger = logging.getLogger(__name__)

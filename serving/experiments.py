@@ -314,11 +314,23 @@ class ExposureLog:
     and fsynced before :meth:`log` returns, under an exclusive ``flock`` on the
     file, so several threads and processes (API workers) may share one log.
     Before each append the writer reads the lines others appended since its
-    last look, so the one-exposure-per-unit rule holds across processes. A line
-    torn by a crash (no trailing newline) was never acknowledged: the next
-    writer cuts it off. Memory: the set of (experiment, unit) keys in the file.
-    POSIX only (``fcntl``).
+    last look, so the one-exposure-per-unit rule holds across processes.
+
+    Damage costs only the lines it touches: a line that does not parse is
+    searched for whole records (each starts with ``{"user_id"``), so a lost or
+    flipped newline, a cut-out or a duplicated range never drops or doubles
+    another exposure (the first line of a unit counts; duplicates are skipped);
+    what stays unreadable is logged at ERROR with its offset and left in place.
+    Only the file's end is ever cut: a last line without its newline that holds
+    a whole record is completed with a newline; a partial one (a writer died
+    mid-append, never acknowledged) is cut and kept in ``<file>.dropped-<offset>``.
+    A byte flip that still parses (say inside a user id) cannot be told from
+    data: lines carry no checksum. Memory: the set of (experiment, unit) keys
+    in the file. POSIX only (``fcntl``). :meth:`check` reports damage read-only.
     """
+
+    _ANCHOR = b'{"user_id"'
+    _FIELDS = ("user_id", "experiment", "variant", "timestamp")
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -421,7 +433,7 @@ class ExposureLog:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _catch_up(self) -> None:
-        """Read lines appended since the last look (holding the flock); cut a torn last line."""
+        """Read lines appended since the last look (holding the flock); repair or cut a torn last line."""
         fd = self._require_fd()
         size = os.fstat(fd).st_size
         if size < self._offset:
@@ -430,19 +442,119 @@ class ExposureLog:
         if size == self._offset:
             return
         data = os.pread(fd, size - self._offset, self._offset)
+        keys, bad, end, complete = self._parse(data)
+        for offset, length in bad:
+            logger.error("%s: %d unreadable bytes at byte %d skipped (every whole record around them kept)",
+                         self.path, length, self._offset + offset)
+        if end < len(data):  # a last line without its newline
+            if complete:
+                logger.warning("%s: the last line had no newline but holds a whole record: completed",
+                               self.path)
+                os.write(fd, b"\n")
+                os.fsync(fd)
+                size += 1
+                end = len(data) + 1
+            else:
+                cut = self._offset + end
+                keep = self.path.with_name(f"{self.path.name}.dropped-{cut}")
+                with open(keep, "wb") as fh:
+                    fh.write(data[end:])
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                logger.warning("%s: cutting a torn last line of %d bytes at byte %d (a writer died mid-append; "
+                               "kept in %s)", self.path, len(data) - end, cut, keep.name)
+                os.ftruncate(fd, cut)
+                if end > 0 and data[end - 1:end] != b"\n":  # whole records before the torn part: end their line
+                    os.write(fd, b"\n")
+                    end += 1
+                os.fsync(fd)
+                fsync_dir(self.path.parent)
+        self._seen.update(keys)
+        self._offset += end
+
+    @classmethod
+    def _salvage(cls, line: bytes) -> list[tuple[tuple[str, str], int, int]]:
+        """Whole records inside a damaged line: ``((experiment, user), start, end)`` byte offsets in ``line``."""
+        starts = []
+        at = line.find(cls._ANCHOR)
+        while at != -1:
+            starts.append(at)
+            at = line.find(cls._ANCHOR, at + 1)
+        decoder = json.JSONDecoder()
+        found = []
+        for i, start in enumerate(starts):
+            chunk = line[start:starts[i + 1] if i + 1 < len(starts) else len(line)]
+            try:
+                text = chunk.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                text = chunk[:exc.start].decode("utf-8")
+            try:
+                rec, used = decoder.raw_decode(text)
+            except ValueError:
+                continue
+            if (isinstance(rec, dict) and all(f in rec for f in cls._FIELDS)
+                    and all(isinstance(rec[f], str) for f in cls._FIELDS[:3])
+                    and isinstance(rec["timestamp"], (int, float))):
+                found.append(((rec["experiment"], rec["user_id"]), start, start + len(text[:used].encode())))
+        return found
+
+    @classmethod
+    def _parse(cls, data: bytes) -> tuple[list[tuple[str, str]], list[tuple[int, int]], int, bool]:
+        """Parse appended bytes: ``(keys in order, unreadable (offset, length) ranges, bytes consumed,
+        whether the unconsumed newline-less tail is one or more whole records)``.
+
+        Consumed: up to the last newline. The tail after it is consumed by the caller, which
+        completes it (``complete``) or cuts it.
+        """
         end = data.rfind(b"\n") + 1
-        if end < len(data):
-            logger.warning("%s: cutting a torn last line of %d bytes (a writer died mid-append)",
-                           self.path, len(data) - end)
-            os.ftruncate(fd, self._offset + end)
-            os.fsync(fd)
-        for line in data[:end].splitlines():
+        keys: list[tuple[str, str]] = []
+        bad: list[tuple[int, int]] = []
+        pos = 0
+        for line in data[:end].split(b"\n")[:-1]:
+            here, pos = pos, pos + len(line) + 1
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
-                self._seen.add((str(rec["experiment"]), str(rec["user_id"])))
+                keys.append((str(rec["experiment"]), str(rec["user_id"])))
+                continue
             except (ValueError, KeyError, TypeError):
-                logger.warning("%s: skipping an unreadable line near byte %d", self.path, self._offset)
-        self._offset += end
+                pass
+            found = cls._salvage(line)
+            covered = 0
+            for key, start, stop in found:
+                keys.append(key)
+                if start > covered and line[covered:start].strip():
+                    bad.append((here + covered, start - covered))
+                covered = stop
+            if line[covered:].strip():
+                bad.append((here + covered, len(line) - covered))
+        tail = data[end:]
+        complete = False
+        if tail.strip():
+            found = cls._salvage(tail)
+            if found and tail[:found[0][1]].strip():
+                bad.append((end, found[0][1]))
+            if found and not tail[found[-1][2]:].strip():
+                complete = True
+                keys.extend(key for key, _, _ in found)
+            elif found:  # whole records, then a torn one: keep the records, cut after the last
+                keys.extend(key for key, _, _ in found)
+                end += found[-1][2]
+        return keys, bad, end, complete
 
+    @classmethod
+    def check(cls, path: str | Path) -> dict[str, Any]:
+        """Read-only health of an exposure log: lines, exposures, duplicates, unreadable ranges, torn tail.
+
+        Returns ``{"path", "bytes", "exposures", "duplicates", "unreadable": [{"offset", "length"}],
+        "torn_tail_bytes", "healthy"}``; ``healthy`` is False when bytes are unreadable or an
+        exposure is repeated (a torn tail alone is a crash's normal leftover). Changes nothing.
+        """
+        data = Path(path).read_bytes() if Path(path).exists() else b""
+        keys, bad, end, complete = cls._parse(data)
+        torn = 0 if complete else len(data) - end
+        dupes = len(keys) - len(set(keys))
+        return {"path": str(path), "bytes": len(data), "exposures": len(set(keys)), "duplicates": dupes,
+                "unreadable": [{"offset": o, "length": n} for o, n in bad], "torn_tail_bytes": torn,
+                "healthy": not bad and not dupes}

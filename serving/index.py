@@ -12,13 +12,23 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from tlrec.training.artifacts import ArtifactError
+
 logger = logging.getLogger(__name__)
 
 EXACT_MAX_ITEMS = 200_000
 
 
-class IndexFileError(ValueError):
-    """A FAISS index file that cannot be read or does not fit the model."""
+class IndexFileError(ArtifactError):
+    """A FAISS index file that cannot be read or does not fit the model (an ``ArtifactError``)."""
+
+
+def _faiss_reason(exc: BaseException) -> str:
+    """The useful end of a FAISS error (``Error in <C++ signature> at <file>:<line>: <reason>``)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if text.startswith("Error in ") and ": " in text:
+        text = text.split(".cpp:", 1)[-1].split(": ", 1)[-1]
+    return text[:200]
 
 
 class VectorIndex:
@@ -68,10 +78,16 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path) -> "VectorIndex":
-        """Read an index file; a missing or corrupt file raises ``IndexFileError`` naming it."""
+        """Read an index file; ``IndexFileError`` naming it if missing, corrupt, or not an inner-product index."""
+        path = Path(path)
         if not path.is_file():
             raise IndexFileError(f"{path}: index file not found")
         try:
-            return cls(faiss.read_index(str(path)))
-        except RuntimeError as exc:
-            raise IndexFileError(f"{path}: not a readable FAISS index ({str(exc).splitlines()[0][:120]})") from None
+            index = faiss.read_index(str(path))
+        except Exception as exc:  # noqa: BLE001 - FAISS raises RuntimeError, SWIG may raise others: a bad file
+            raise IndexFileError(f"{path}: not a readable FAISS index ({_faiss_reason(exc)})") from None
+        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise IndexFileError(f"{path}: index uses metric {index.metric_type}, expected inner product")
+        if index.d < 1 or index.ntotal < 0:
+            raise IndexFileError(f"{path}: index of dimension {index.d} holding {index.ntotal} vectors")
+        return cls(index)

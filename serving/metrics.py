@@ -10,6 +10,9 @@ Exposed at ``GET /metrics`` in the Prometheus text format:
 - ``tlrec_model_info{version}`` = 1 for the version in service; ``tlrec_ready`` 0/1.
 - ``tlrec_reloads_total{outcome}`` (ok, refused), ``tlrec_events_total`` (events durably
   appended), ``tlrec_event_batches_total{outcome}`` (appended, duplicate, conflict, error).
+- ``tlrec_event_log_corrupt_records_total``: event log records found damaged (lost; every
+  other record kept) by this process: at start-up replay, then by compactions. Non-zero
+  means disk damage: see the ERROR log and ``tlrec events verify``.
 - ``tlrec_model_batch_size`` (histogram): requests merged into one model call.
 - A/B experiments (only for users inside one; the default model's answers are not
   labelled): ``tlrec_experiment_requests_total{experiment,variant}`` (recommendation
@@ -50,6 +53,10 @@ class Metrics:
         self.reloads = Counter("tlrec_reloads", "Reload requests by outcome.", ["outcome"], registry=r)
         self.events = Counter("tlrec_events", "Events durably appended to the log.", registry=r)
         self.event_batches = Counter("tlrec_event_batches", "Event batches by outcome.", ["outcome"], registry=r)
+        self.event_log_corrupt = Counter(
+            "tlrec_event_log_corrupt_records", "Event log records found damaged (lost; later records kept).",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "tlrec_model_batch_size", "Requests merged into one model call.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r,

@@ -1,13 +1,14 @@
 """Artifacts -> answers: FAISS retrieve, NCF rank, filter. Used by the API and batch scoring.
 
-``ServedModel.load`` verifies every file's checksum against the manifest and that the
-index fits the model before anything is served, so a corrupt artifact is refused
-whole. External string ids are converted here, at the edge.
+``ServedModel.load`` verifies the version (every file listed in the manifest, with its
+size and checksum; nothing unlisted), parses every file with its shapes and indices
+checked, and checks that the parts fit each other before anything is served, so a
+corrupt artifact is refused whole, with one line naming the file. External string ids
+are converted here, at the edge.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,12 +18,12 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from tlrec.training.artifacts import ArtifactError, resolve_version, safe_join, verify
-from tlrec.training.data import IdMap
+from tlrec.training.artifacts import ArtifactError, open_version, read_json
+from tlrec.training.data import DataError, IdMap
 from tlrec.training.models import NCFModel, PopularityModel, Recommender, get_model_class
-from tlrec.training.models.base import top_k
+from tlrec.training.models.base import CONFIG_FILE, top_k
 from tlrec.training.train import FALLBACK_DIR, ITEMS_FILE, MODEL_DIR, SEEN_FILE, USERS_FILE, load_seen
-from tlrec.serving.index import IndexFileError, VectorIndex
+from tlrec.serving.index import VectorIndex
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,14 @@ class Recommendations:
             self.ranks = list(range(1, len(self.item_ids) + 1))
 
 
+def _id_map(path: Path) -> IdMap:
+    """An artifact's id map; ``ArtifactError`` naming the file if it is not a JSON list of unique strings."""
+    try:
+        return IdMap.load(path)
+    except DataError as exc:
+        raise ArtifactError(f"{path}: {str(exc).removeprefix(f'{path.name}: ')}") from None
+
+
 class ServedModel:
     """A loaded artifact version: model, fallback, FAISS index (NCF), id maps, seen items."""
 
@@ -73,40 +82,53 @@ class ServedModel:
         self.manifest = manifest
 
     @classmethod
-    def load(cls, artifacts: Path, check: bool = True) -> "ServedModel":
+    def load(cls, artifacts: Path) -> "ServedModel":
         """Load the version ``artifacts`` names (a version dir, or a root with ``current``).
 
-        ``check`` verifies sha256 of every file. Raises ``ArtifactError`` (one line,
-        naming the file) for a missing, corrupt or mismatched artifact.
+        Always verified first (``open_version``): every file of the version listed in its
+        manifest, present, of the listed size and sha256, and nothing unlisted. Every file
+        is then read through the verified version, so one the manifest does not list is
+        refused, and parsed with its dtypes, shapes and indices checked; the parts must
+        agree with each other (model, fallback, id maps, seen matrix, index). Raises
+        ``ArtifactError``: one line ``<file>: <what is wrong>``.
         """
-        version_dir = resolve_version(Path(artifacts))
-        manifest = verify(version_dir) if check else json.loads((version_dir / "manifest.json").read_text())
+        version = open_version(Path(artifacts))
+        version_dir = version.path
+        model_dir = version_dir / MODEL_DIR
+        config_path = version.file(MODEL_DIR, CONFIG_FILE)
+        meta = read_json(config_path)
+        name = meta.get("model") if isinstance(meta, dict) else None
         try:
-            meta = json.loads(safe_join(version_dir, MODEL_DIR, "config.json").read_text())
-            model = get_model_class(meta["model"]).load(safe_join(version_dir, MODEL_DIR))
-            fallback = PopularityModel.load(safe_join(version_dir, FALLBACK_DIR))
-            items = IdMap.load(safe_join(version_dir, ITEMS_FILE))
-            users = IdMap.load(safe_join(version_dir, USERS_FILE))
-            seen = load_seen(safe_join(version_dir, SEEN_FILE))
-        except ArtifactError:
-            raise
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise ArtifactError(f"{version_dir}: cannot load artifact ({str(exc).splitlines()[0][:160]})") from None
-        if (model.n_items, model.n_users) != (len(items), len(users)) or seen.shape != (len(users), len(items)):
-            raise ArtifactError(f"{version_dir}: model, id maps and seen matrix disagree on sizes")
+            model_class = get_model_class(str(name))
+        except ValueError as exc:
+            raise ArtifactError(f"{config_path}: {exc}") from None
+        model = model_class.load(model_dir, version)
+        fallback = PopularityModel.load(version_dir / FALLBACK_DIR, version)
+        items = _id_map(version.file(ITEMS_FILE))
+        users = _id_map(version.file(USERS_FILE))
+        seen = load_seen(version.file(SEEN_FILE))
+        if model.n_items != len(items):
+            raise ArtifactError(f"{version_dir / ITEMS_FILE}: {len(items)} items, but {config_path} says "
+                                f"{model.n_items}")
+        if model.n_users != len(users):
+            raise ArtifactError(f"{version_dir / USERS_FILE}: {len(users)} users, but {config_path} says "
+                                f"{model.n_users}")
+        if fallback.n_items != len(items):
+            raise ArtifactError(f"{version_dir / FALLBACK_DIR / CONFIG_FILE}: fallback over {fallback.n_items} "
+                                f"items, but {ITEMS_FILE} holds {len(items)}")
+        if seen.shape != (len(users), len(items)):
+            raise ArtifactError(f"{version_dir / SEEN_FILE}: shape {list(seen.shape)}, expected "
+                                f"[{len(users)}, {len(items)}] (users x items)")
         index = None
         if isinstance(model, NCFModel):
-            try:
-                index = VectorIndex.load(safe_join(version_dir, INDEX_FILE))
-            except IndexFileError as exc:
-                raise ArtifactError(str(exc)) from None
+            index = VectorIndex.load(version.file(INDEX_FILE))
             if index.dim != model.item_vectors().shape[1] or index.ntotal != model.n_items:
                 raise ArtifactError(
                     f"{version_dir / INDEX_FILE}: index holds {index.ntotal} x {index.dim}, "
                     f"model expects {model.n_items} x {model.item_vectors().shape[1]}"
                 )
-        logger.info("loaded artifact %s (%s, %d users, %d items)", version_dir.name, model.name, len(users), len(items))
-        return cls(version_dir.name, model, fallback, items, users, seen, index, manifest)
+        logger.info("loaded artifact %s (%s, %d users, %d items)", version.name, model.name, len(users), len(items))
+        return cls(version.name, model, fallback, items, users, seen, index, version.manifest)
 
     def recommend(
         self,

@@ -15,10 +15,12 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tlrec.errors import ConfigError
+
 MIB = 1 << 20
 
 
-class InsecureConfigError(ValueError):
+class InsecureConfigError(ConfigError):
     """No API key is set and ``insecure`` was not asked for: the server refuses to start."""
 
 
@@ -47,6 +49,11 @@ class Settings(BaseSettings):
         default=None, description="Event log folder; default: `events/` beside the artifacts root."
     )
     max_body_bytes: int = Field(default=MIB, ge=1024, description="Larger request bodies get 413.")
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, le=MIB,
+        description="Request line + headers over this get 431 and the connection is closed (`tlrec serve`): "
+        "the server stops reading at the limit.",
+    )
     deadline_ms: int = Field(default=1000, ge=10, le=60_000, description="Model work past this falls back.")
     threads: int = Field(
         default_factory=available_cores, ge=1, le=256,

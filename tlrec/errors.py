@@ -14,3 +14,24 @@ class TlrecError(Exception):
 
     def __init__(self, message: object = "") -> None:
         super().__init__(" ".join(str(message).split()))
+
+
+# Every expected failure below is also a ``ValueError``, so callers (and tests) that caught
+# the ``ValueError`` these used to be keep working; the ``tlrec`` command maps them by
+# ``TlrecError`` only.
+
+
+class UsageError(TlrecError, ValueError):
+    """A bad command-line argument or option value (``--k 0``, ``--set foo``, a missing option)."""
+
+
+class ConfigError(TlrecError, ValueError):
+    """A bad configuration: an unknown model or encoder, a model config key or value, a server setting."""
+
+
+class InputError(TlrecError, ValueError):
+    """A bad input file or its content (a missing column, a duplicate id, a corrupt vectors file).
+
+    ``tlrec.training.data.DataError`` (which also names the row and column) is one; layers
+    below training (``tlrec.embeddings``) raise this class directly.
+    """

@@ -31,6 +31,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from tlrec.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -85,7 +87,7 @@ def _one_line(text: str, limit: int = _MAX_DETAIL) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """User-facing input error; ``str(e)`` is ONE line naming file, row and column.
 
     ``row`` is the 1-based data row (the CSV header is not counted), ``column``
@@ -507,7 +509,7 @@ def load_interactions(
 
     if catalog is not None:
         if C.ITEM not in catalog.columns:
-            raise ValueError(f"catalog has no {C.ITEM!r} column (found: {', '.join(catalog.columns)})")
+            raise DataError(f"catalog has no {C.ITEM!r} column (found: {', '.join(catalog.columns)})")
         known = catalog[C.ITEM].cast(pl.String).unique()
         unknown = ~df[C.ITEM].is_in(known.implode())
         n_bad = int(unknown.sum())
@@ -718,7 +720,7 @@ class InteractionData:
         C = Columns
         missing = [c for c in (C.USER, C.ITEM) if c not in interactions.columns]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"interactions missing column(s) {missing} (found: {', '.join(interactions.columns)})"
             )
         df = interactions.drop([c for c in (C.USER_IDX, C.ITEM_IDX) if c in interactions.columns])

@@ -13,7 +13,8 @@ import math
 import numpy as np
 import polars as pl
 
-from tlrec.training.data import Columns
+from tlrec.errors import UsageError
+from tlrec.training.data import Columns, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +27,13 @@ _EPS = 1e-9
 
 def _check_fraction(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
-        raise ValueError(f"{name} must be a number with 0 < {name} < 1, got {value!r}")
+        raise UsageError(f"{name} must be a number with 0 < {name} < 1, got {value!r}")
 
 
 def _check_columns(df: pl.DataFrame, *cols: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"interactions missing column(s) {', '.join(missing)} (found: {', '.join(df.columns)})"
         )
 
@@ -106,7 +107,7 @@ def cold_item_split(
     items = np.array(sorted(interactions[C.ITEM].cast(pl.String).unique().to_list()), dtype=object)
     n = len(items)
     if n < 2:
-        raise ValueError(f"cold_item_split needs at least 2 distinct items, got {n}")
+        raise DataError(f"cold_item_split needs at least 2 distinct items, got {n}")
     n_cold = min(max(1, math.floor(fraction * n + 0.5)), n - 1)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(n, size=n_cold, replace=False)

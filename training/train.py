@@ -21,12 +21,15 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import torch
-from safetensors.torch import load_file, save_file
+from pydantic import ValidationError
+from safetensors.torch import save_file
 
 from tlrec.embeddings.finetune import TextTopLayers
 from tlrec.embeddings.registry import get_encoder
 from tlrec.embeddings.text import TextEncoder
 from tlrec.embeddings.vectors import ItemVectors, item_texts
+from tlrec.errors import ConfigError
+from tlrec.training.artifacts import ArtifactError, checked_csr, load_tensors, tensor_array
 from tlrec.training.data import Columns, IdMap, InteractionData
 from tlrec.training.models import NCFModel, PopularityModel, Recommender, get_model_class
 
@@ -53,9 +56,16 @@ def align_vectors(items: IdMap, vectors: ItemVectors) -> np.ndarray:
 
 
 def build_model(model: str, config: dict[str, Any] | None = None) -> Recommender:
-    """An unfitted model of registry name ``model``; config errors name the bad key."""
+    """An unfitted model of registry name ``model``; ``ConfigError`` names the bad key."""
     model_class = get_model_class(model)
-    return model_class(model_class.config_class.model_validate(config or {}))
+    try:
+        return model_class(model_class.config_class.model_validate(config or {}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "config"
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{model} config: {where}: {msg}{more}") from None
 
 
 def fit_model(
@@ -82,7 +92,8 @@ def text_finetuning(catalog: pl.DataFrame, vectors: ItemVectors, n_layers: int) 
     """The trainable top ``n_layers`` of the vectors' text encoder over the catalog's texts (catalog order),
     and where the text block sits in the fused vectors."""
     if "text" not in vectors.blocks:
-        raise ValueError(f"--finetune-layers needs text vectors; the vectors have {', '.join(vectors.blocks) or 'none'}")
+        raise ConfigError(f"--finetune-layers needs text vectors; the vectors have "
+                          f"{', '.join(vectors.blocks) or 'none'}")
     offset = 0
     for name, block in vectors.blocks.items():
         if name == "text":
@@ -92,7 +103,7 @@ def text_finetuning(catalog: pl.DataFrame, vectors: ItemVectors, n_layers: int) 
     name = str((vectors.manifest.get("encoders") or {}).get("text", {}).get("name", "minilm"))
     encoder = get_encoder(name)
     if not isinstance(encoder, TextEncoder):
-        raise ValueError(f"--finetune-layers: text encoder {name!r} is not a transformers text model")
+        raise ConfigError(f"--finetune-layers: text encoder {name!r} is not a transformers text model")
     return TextTopLayers(encoder, item_texts(catalog), n_layers), text_slice
 
 
@@ -145,8 +156,15 @@ def save_seen(path: Path, matrix: sp.csr_matrix) -> None:
 
 
 def load_seen(path: Path) -> sp.csr_matrix:
-    """Inverse of ``save_seen``: float32 CSR of ones."""
-    t = load_file(path)
-    indices = t["indices"].numpy()
-    shape = tuple(int(x) for x in t["shape"].tolist())
-    return sp.csr_matrix((np.ones(len(indices), np.float32), indices, t["indptr"].numpy()), shape=shape)
+    """Inverse of ``save_seen``: float32 CSR of ones.
+
+    Raises ``ArtifactError`` naming ``path`` for an unreadable file, a missing tensor, a
+    wrong dtype, or indices that do not fit the stored shape.
+    """
+    t = load_tensors(path)
+    try:
+        shape = tensor_array(t, "shape", "int64", (2,))
+        return checked_csr(tensor_array(t, "indptr", "int64"), tensor_array(t, "indices", "int64"), None,
+                           (int(shape[0]), int(shape[1])), "seen matrix")
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None

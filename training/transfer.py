@@ -33,9 +33,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from pydantic import ValidationError
 
 from tlrec.embeddings.fusion import fuse
 from tlrec.embeddings.vectors import ItemVectors
+from tlrec.errors import ConfigError, UsageError
 from tlrec.training.data import Columns, IdMap, InteractionData
 from tlrec.training.metrics import ndcg_at_k, recall_at_k
 from tlrec.training.models import NCFConfig, NCFModel
@@ -182,10 +184,15 @@ def transfer_report(
     mods = list(modalities) if modalities is not None else list(vectors.blocks)
     unknown = [m for m in mods if m not in vectors.blocks]
     if unknown:
-        raise ValueError(f"modalities {unknown} not in the vectors file (it has {sorted(vectors.blocks)})")
+        raise UsageError(f"modalities {unknown} not in the vectors file (it has {sorted(vectors.blocks)})")
     report = TransferReport(mods)
     items = IdMap(catalog[Columns.ITEM].to_list())
-    cfg = NCFConfig(**{"progress": False, "seed": seed, **(config or {})})
+    try:
+        cfg = NCFConfig(**{"progress": False, "seed": seed, **(config or {})})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "config"
+        raise ConfigError(f"ncf config: {where}: {first['msg']}") from None
 
     warm_train, warm_test = temporal_split(interactions, test_fraction=test_fraction)
     warm_data = InteractionData.build(warm_train, items)
@@ -290,7 +297,7 @@ def select_modalities(vectors: ItemVectors, modalities: Sequence[str]) -> ItemVe
     """``vectors`` restricted to ``modalities`` (fused again); None when none is kept."""
     unknown = [m for m in modalities if m not in vectors.blocks]
     if unknown:
-        raise ValueError(f"modalities {unknown} not in the vectors file (it has {sorted(vectors.blocks)})")
+        raise UsageError(f"modalities {unknown} not in the vectors file (it has {sorted(vectors.blocks)})")
     if not modalities:
         return None
     blocks = {m: vectors.blocks[m] for m in modalities}

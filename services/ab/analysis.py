@@ -31,7 +31,8 @@ from tlrec.serving.experiments import Experiment
 from tlrec.services.ab.events import VARIANT
 from tlrec.services.ab.metrics import EXPOSURES, FIRST, METRICS, pre, user_metrics
 from tlrec.services.ab.stats import cuped_adjust, cuped_theta, mean_ci, msprt_p_values, srm_test, welch
-from tlrec.training.data import Columns
+from tlrec.errors import UsageError
+from tlrec.training.data import Columns, DataError
 
 DEFAULT_LOOKS = 20
 
@@ -141,20 +142,20 @@ def analyze(exposures: pl.DataFrame, outcomes: pl.DataFrame, experiment: Experim
     """Analyse ``experiment`` from exposures and outcomes (and optional pre-period events).
 
     Raises:
-        ValueError: no exposed users, or the control variant has none.
+        DataError: no exposed users, or the control variant has none (UsageError: looks < 1).
     """
     if looks < 1:
-        raise ValueError(f"looks must be >= 1, got {looks}")
+        raise UsageError(f"looks must be >= 1, got {looks}")
     um = user_metrics(exposures, outcomes, experiment, pre_period)
     frame = um.frame
     if frame.height == 0:
-        raise ValueError(f"experiment {experiment.name!r}: no exposed users to analyse")
+        raise DataError(f"experiment {experiment.name!r}: no exposed users to analyse")
     control = experiment.control_variant
     alpha = experiment.alpha
 
     counts = {v: int((frame[VARIANT] == v).sum()) for v in experiment.variant_names}
     if counts[control] == 0:
-        raise ValueError(f"experiment {experiment.name!r}: the control variant {control!r} has no exposed users")
+        raise DataError(f"experiment {experiment.name!r}: the control variant {control!r} has no exposed users")
     chi2, srm_p = srm_test([counts[v] for v in experiment.variant_names],
                            [experiment.weights[v] for v in experiment.variant_names])
     exposures_per_variant = frame.group_by(VARIANT).agg(pl.col(EXPOSURES).sum())

@@ -14,7 +14,8 @@ import polars as pl
 
 from tlrec.serving.experiments import Experiment, assign_many
 from tlrec.services.ab.events import EXPERIMENT, VARIANT
-from tlrec.services.files import read_id_list, write_parquet_atomic
+from tlrec.files import write_parquet_atomic
+from tlrec.services.files import read_id_list
 from tlrec.training.data import Columns
 
 logger = logging.getLogger(__name__)

@@ -37,6 +37,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from tlrec.errors import UsageError
 from tlrec.serving.experiments import Experiment, assign_many, resolve_artifact
 from tlrec.serving.recommender import ServedModel
 from tlrec.services.ab.analysis import DEFAULT_LOOKS, Analysis, analyze
@@ -83,7 +84,7 @@ def replay_data(experiment: Experiment, models: dict[str, ServedModel], holdout:
     ``holdout``: validated interactions (``training.data.load_interactions``).
     """
     if k < 1:
-        raise ValueError(f"--k must be >= 1, got {k}")
+        raise UsageError(f"--k must be >= 1, got {k}")
     U, I, T, E = Columns.USER, Columns.ITEM, Columns.TIMESTAMP, Columns.EVENT
     if holdout.height == 0:
         raise DataError("holdout interactions are empty: nothing to replay")

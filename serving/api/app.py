@@ -93,7 +93,9 @@ async def _start(state: ServiceState, given: ServedModel | ModelSet | None) -> N
     settings = state.settings
     try:
         state.not_ready_reason = "replaying the event log"
-        log = EventLog(settings.resolved_events_dir, on_batch=state.fresh.add)
+        # fresh events restored from the snapshot; damage found (now or by a compaction) counted
+        log = EventLog(settings.resolved_events_dir, fresh=state.fresh,
+                       on_corrupt=state.metrics.event_log_corrupt.inc)
         await anyio.to_thread.run_sync(log.open)
         state.events = log
         if settings.experiments:

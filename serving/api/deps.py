@@ -102,9 +102,10 @@ def _matches(given: str | None, keys: list[bytes]) -> bool:
 
 
 async def require_user(request: Request, key: Annotated[str | None, Security(_key_header)] = None) -> None:
-    """401 unless X-API-Key is a user or the admin key (no keys set + --insecure: open); then the query check.
+    """401 unless X-API-Key is a user or the admin key (no keys set + --insecure: open); then the query
+    and content-type checks.
 
-    One dependency does both (and reads the state itself): FastAPI's per-dependency cost
+    One dependency does all (and reads the state itself): FastAPI's per-dependency cost
     is a large part of a short request.
     """
     state = _state(request)
@@ -112,6 +113,7 @@ async def require_user(request: Request, key: Annotated[str | None, Security(_ke
         if not _matches(key, state.user_keys):
             raise HTTPException(status_code=401, detail=_UNAUTHORIZED, headers={"WWW-Authenticate": API_KEY_HEADER})
     _check_query(request)
+    _check_content_type(request)
 
 
 async def require_admin(request: Request, key: Annotated[str | None, Security(_key_header)] = None) -> None:
@@ -123,6 +125,7 @@ async def require_admin(request: Request, key: Annotated[str | None, Security(_k
                 raise HTTPException(status_code=403, detail="this key may not use admin routes (TLREC_ADMIN_KEY)")
             raise HTTPException(status_code=401, detail=_UNAUTHORIZED, headers={"WWW-Authenticate": API_KEY_HEADER})
     _check_query(request)
+    _check_content_type(request)
 
 
 UserAuth = Depends(require_user)
@@ -156,6 +159,46 @@ def _check_query(request: Request) -> None:
                 "loc": ("query", name[:64]), "type": "extra_forbidden",
                 "msg": f"unknown query parameter (allowed: {', '.join(sorted(allowed)) or 'none'})",
             }])
+
+
+_TAKES_BODY: dict[int, bool] = {}
+
+
+def _has_body_params(dependant: Any) -> bool:
+    return bool(dependant.body_params) or any(_has_body_params(sub) for sub in dependant.dependencies)
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """``application/json`` or ``application/<anything>+json``, parameters (``; charset=utf-8``) ignored."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _check_content_type(request: Request) -> None:
+    """415 when a route taking a JSON body gets a body that is not labelled JSON (text/plain, a form, none).
+
+    A request without a body and without a Content-Type is left to validation (422: body required).
+    """
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    takes_body = _TAKES_BODY.get(id(route))
+    if takes_body is None:
+        takes_body = _TAKES_BODY[id(route)] = _has_body_params(dependant)
+    if not takes_body:
+        return
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        chunked = "transfer-encoding" in request.headers
+        if not chunked and request.headers.get("content-length", "0").strip() in ("", "0"):
+            return
+        raise HTTPException(status_code=415, detail="missing Content-Type: send application/json")
+    if not is_json_media_type(content_type):
+        raise HTTPException(status_code=415,
+                            detail=f"unsupported Content-Type {content_type[:64]!r}: send application/json")
 
 
 async def reject_unknown_query(request: Request) -> None:

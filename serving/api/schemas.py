@@ -7,9 +7,11 @@ one gets 422 with a message naming the field.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 MAX_K = 1000
 MAX_HISTORY = 1000
@@ -21,12 +23,93 @@ MAX_ID_CHARS = 256
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
 Source = Literal["model", "history", "popular"]
 FallbackReason = Literal["unknown_user", "no_known_items", "no_item_vectors", "error", "timeout"]
-# int seconds (the interactions contract) or an ISO-8601 datetime (naive = UTC).
-Timestamp = Annotated[int, Field(ge=0, le=253_402_300_799)] | dt.datetime
+# Timestamps: 1970-01-01T00:00:00Z <= t < 2100-01-01T00:00:00Z, as int seconds or ISO 8601.
+MIN_TIMESTAMP = 0
+END_TIMESTAMP = 4_102_444_800  # 2100-01-01T00:00:00Z, excluded
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_END = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+_MS_HINT = 10**11  # from here to 2100 in milliseconds, an int is refused with "looks like milliseconds"
+_ISO_8601 = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:[Zz]|[+-]\d{2}:\d{2})?)?", re.ASCII
+)
+TIMESTAMP_HELP = (
+    "Unix seconds (an integer, 0 <= t < 4102444800) or an ISO 8601 date-time string "
+    "(`2024-05-01T12:00:00Z`, `2024-05-01T14:00:00+02:00`; no offset = UTC; a bare date = its midnight UTC), "
+    "from 1970-01-01 to before 2100-01-01 UTC. Milliseconds, fractions of a second in numbers, booleans, "
+    "negative numbers and numeric strings are refused (422)."
+)
+
+
+def _integral_float_to_int(value: object) -> object:
+    """``5.0`` -> ``5``: JSON Schema's integer includes integral numbers written with a fraction.
+
+    Everything else is left to the strict check (``"5"`` and ``true`` stay refused).
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An int in a JSON body: strict (no strings, no booleans), but 5.0 counts as 5 (as in JSON Schema).
+JsonInt = Annotated[int, BeforeValidator(_integral_float_to_int)]
+
+
+def _bad_timestamp(message: str) -> PydanticCustomError:
+    return PydanticCustomError("timestamp", f"{message} (Unix seconds or ISO 8601, 1970-01-01 .. 2099-12-31 UTC)")
+
+
+def check_timestamp(value: object) -> object:
+    """An int of seconds or a ``datetime`` from ISO 8601, within ``[1970-01-01, 2100-01-01)`` UTC; else a 422.
+
+    Integers are seconds only: there is no unit guessing (a value in the millisecond range is
+    refused, with a hint), so the stored event time is exactly what was sent. ``None`` passes
+    (the field's default). Other types are refused here rather than coerced.
+    """
+    if value is None:
+        return value
+    if isinstance(value, bool):
+        raise _bad_timestamp("a boolean is not a timestamp")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise _bad_timestamp("must be a whole number of seconds")
+        value = int(value)  # JSON Schema's integer: 1700000000.0 is one
+    if isinstance(value, int):
+        if MIN_TIMESTAMP <= value < END_TIMESTAMP:
+            return value
+        if _MS_HINT <= value < 1000 * END_TIMESTAMP:
+            raise _bad_timestamp("out of range: this looks like milliseconds; send seconds")
+        raise _bad_timestamp("out of range")
+    if isinstance(value, str):
+        if len(value) > 40 or not _ISO_8601.fullmatch(value):
+            raise _bad_timestamp("not an ISO 8601 date-time")
+        try:
+            parsed = dt.datetime.fromisoformat(value.upper())
+        except ValueError as exc:
+            raise _bad_timestamp(f"not a valid date-time ({exc})") from None
+        aware = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)
+        if not _EPOCH <= aware < _END:
+            raise _bad_timestamp("out of range")
+        return parsed
+    raise _bad_timestamp("must be an integer or a string")
+
+
+Timestamp = Annotated[
+    int | dt.datetime,
+    BeforeValidator(check_timestamp),
+    WithJsonSchema({
+        "anyOf": [
+            {"type": "integer", "minimum": MIN_TIMESTAMP, "maximum": END_TIMESTAMP - 1},
+            # the pattern bounds the year; the instant (after the offset) must also be in range
+            {"type": "string", "format": "date-time", "pattern": "^(19[7-9][0-9]|20[0-9][0-9])-", "maxLength": 40},
+        ],
+    }),
+]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    """Request bodies: strict (no coercion: ``"5"`` or ``true`` is not an int), no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class _Out(BaseModel):
@@ -66,7 +149,7 @@ class RecommendationsOut(_Out):
 class HistoryItem(_In):
     item_id: Id
     weight: float = Field(default=1.0, gt=0, le=1e6, description="Strength of the interaction (1 = one event).")
-    timestamp: Timestamp | None = Field(default=None, description="Unix seconds or ISO-8601.")
+    timestamp: Timestamp | None = Field(default=None, description=TIMESTAMP_HELP)
 
 
 class RecommendFilters(_In):
@@ -81,7 +164,7 @@ class HistoryRecommendIn(_In):
         default_factory=list, max_length=MAX_HISTORY,
         description="Items oldest first: the model may weigh recent ones more (by position).",
     )
-    k: int = Field(default=10, ge=1, le=MAX_K)
+    k: JsonInt = Field(default=10, ge=1, le=MAX_K)
     candidates: list[Id] | None = Field(
         default=None, min_length=1, max_length=MAX_CANDIDATES, description="Rank only among these items."
     )
@@ -106,7 +189,7 @@ class EventIn(_In):
 
     user_id: Id
     item_id: Id = Field(description="Items unknown to the model are stored but do not change answers.")
-    timestamp: Timestamp | None = Field(default=None, description="Unix seconds or ISO-8601; default: now.")
+    timestamp: Timestamp | None = Field(default=None, description=f"{TIMESTAMP_HELP} Default: now.")
     event: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "view"
     value: float | None = Field(default=None, ge=-1e12, le=1e12)
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tlrec.errors import UsageError
 from tlrec.serving.experiments import Experiment, assign_variant, load_experiment, resolve_artifact
 from tlrec.serving.recommender import ServedModel
 from tlrec.serving.settings import Settings
@@ -139,7 +140,7 @@ def load_model_set(
     is half-built.
     """
     if settings.artifacts is None:
-        raise ValueError("no artifacts set (--artifacts or TLREC_ARTIFACTS)")
+        raise UsageError("no artifacts set (--artifacts or TLREC_ARTIFACTS)")
     loaded: dict[Path, ServedModel] = {}
     reuse = reuse or {}
 

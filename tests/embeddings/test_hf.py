@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlrec.embeddings.hf import HFAudioEncoder, HFImageEncoder, fingerprint, locate
+from tlrec.embeddings.hf import fingerprint, locate
+from tlrec.embeddings.hf_audio import HFAudioEncoder
+from tlrec.embeddings.hf_image import HFImageEncoder
 from tlrec.embeddings.registry import allowed_names, get_encoder, modality_of
 
 SR = 16_000

@@ -108,7 +108,7 @@ def test_failure_while_writing_leaves_previous_output_intact(tmp_path, monkeypat
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("tlrec.embeddings.vectors.json.dump", boom)
+    monkeypatch.setattr("tlrec.embeddings.vectors.json_bytes", boom)
     with pytest.raises(OSError, match="disk full"):
         embed_catalog(pl.DataFrame({"item_id": ["y"], "title": ["a chair"]}), out, progress=False)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp files, old files kept

@@ -48,7 +48,7 @@ def _publish(root: Path, catalog: pl.DataFrame, train: pl.DataFrame, model: str,
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
-    from tlrec.services.files import write_parquet_atomic
+    from tlrec.files import write_parquet_atomic
     from tlrec.training.splits import temporal_split
 
     root = tmp_path_factory.mktemp("tiny")

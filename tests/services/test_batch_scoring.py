@@ -112,3 +112,43 @@ def test_cli_failure_then_resume(tiny_world, tmp_path, monkeypatch):
     assert done.exit_code == 0, done.stderr
     assert f"{out} (60 rows)" in done.stdout
     assert pl.read_parquet(out)["user_id"].unique(maintain_order=True).to_list() == tiny_world.users[:30]
+
+
+def _truncated_copy(src, dst):
+    """``src`` with its model weights cut in half and the manifest recomputed to match (only parsing can tell)."""
+    import json
+    import shutil
+
+    from tlrec.training.artifacts import sha256_file
+
+    bad = shutil.copytree(src, dst)
+    weights = bad / "model" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    doc = json.loads((bad / "manifest.json").read_text())
+    doc["files"]["model/weights.safetensors"] = {"sha256": sha256_file(weights), "bytes": weights.stat().st_size}
+    (bad / "manifest.json").write_text(json.dumps(doc))
+    return bad
+
+
+@pytest.mark.parametrize("ray_address", [None, "local"], ids=["in-process", "ray"])
+def test_bad_artifact_refused_before_any_work(tiny_world, tmp_path, ray_address):
+    """A truncated weights file: one ArtifactError naming it, before a staging folder or a Ray exists."""
+    from tlrec.training.artifacts import ArtifactError
+
+    bad = _truncated_copy(tiny_world.ncf, tmp_path / "versions" / "bad")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(ArtifactError, match=r"model/weights\.safetensors: not a readable safetensors file"):
+        score_job(bad, _users_file(tmp_path, tiny_world.users[:5]), 3, out_dir / "r.parquet",
+                  ray_address=ray_address, progress=False)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_job_with_no_complete_part_leaves_nothing(tiny_world, tmp_path, monkeypatch):
+    """Every partition failed: nothing is worth keeping, so the staging folder goes too."""
+    out = tmp_path / "out" / "r.parquet"
+    monkeypatch.setenv(FAIL_PARTITION_ENV, "0")
+    with pytest.raises(ScoringJobError, match="1 of 1 partitions failed .*nothing was kept"):
+        score_job(tiny_world.artifacts, _users_file(tmp_path, tiny_world.users[:5]), 3, out, ray_address=None,
+                  progress=False)
+    assert list(out.parent.iterdir()) == []

@@ -267,3 +267,71 @@ def test_modalities_list_must_name_known_ones(world, tmp_path):
     proc = run_tlrec("train", "--catalog", world.catalog, "--interactions", world.train, "--vectors", world.vectors,
                      "--out", tmp_path / "a", "--modalities", "text,smell", check=False)
     assert "smell" in error_line(proc) and not (tmp_path / "a" / "current").exists()
+
+
+# ------------------------------------------------------------------ a bug is a bug, bad input is bad input
+def _invoke(*args: str):
+    from typer.testing import CliRunner
+
+    from tlrec.services.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _score_args(tmp_path: Path) -> list[str]:
+    users = tmp_path / "users.txt"
+    users.write_text("u1\n")
+    return ["score", "--artifacts", str(tmp_path / "a"), "--users", str(users), "--k", "3",
+            "--out", str(tmp_path / "r.parquet"), "--no-ray"]
+
+
+def _raise(exc: BaseException):
+    def fail(*args, **kwargs):
+        raise exc
+    return fail
+
+
+def test_a_bug_is_one_line_and_exit_1(tmp_path, monkeypatch):
+    """A genuine bug (here a ZeroDivisionError, or a bare ValueError) is not reported as bad input."""
+    import tlrec.services.batch_scoring as batch_scoring
+
+    monkeypatch.setattr(batch_scoring, "score_job", _raise(ZeroDivisionError("division by zero")))
+    result = _invoke(*_score_args(tmp_path))
+    assert result.exit_code == 1, (result.exit_code, result.stderr)
+    lines = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert lines == ["error: internal error: ZeroDivisionError: division by zero "
+                     "(rerun with --verbose for the traceback)"], result.stderr
+    assert "Traceback" not in result.stderr
+
+    monkeypatch.setattr(batch_scoring, "score_job", _raise(ValueError("an internal invariant broke")))
+    result = _invoke(*_score_args(tmp_path))
+    assert result.exit_code == 1 and "internal error: ValueError: an internal invariant broke" in result.stderr
+
+
+def test_verbose_shows_the_traceback(tmp_path, monkeypatch):
+    import tlrec.services.batch_scoring as batch_scoring
+
+    monkeypatch.setattr(batch_scoring, "score_job", _raise(ZeroDivisionError("division by zero")))
+    monkeypatch.setattr("tlrec.services.errors._VERBOSE", False)  # restored after the test
+    result = _invoke("--verbose", *_score_args(tmp_path))
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.stderr and "ZeroDivisionError" in result.stderr
+    lines = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert lines == ["error: internal error: ZeroDivisionError: division by zero"], result.stderr
+
+
+@pytest.mark.parametrize("exc", [PermissionError(13, "Permission denied", "/x/r.parquet")], ids=["OSError"])
+def test_expected_failures_exit_2(tmp_path, monkeypatch, exc):
+    """TlrecError subclasses (data, artifact, usage, config) and OSError: one line, exit 2."""
+    import tlrec.services.batch_scoring as batch_scoring
+    from tlrec.errors import ConfigError, UsageError
+    from tlrec.training.artifacts import ArtifactError
+    from tlrec.training.data import DataError
+
+    for error in (exc, DataError("u.csv row 3, column user_id: empty"), ArtifactError("/v/items.json: missing"),
+                  UsageError("--k must be >= 1, got 0"), ConfigError("unknown model 'x'")):
+        monkeypatch.setattr(batch_scoring, "score_job", _raise(error))
+        result = _invoke(*_score_args(tmp_path))
+        assert result.exit_code == 2, (error, result.stderr)
+        lines = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+        assert len(lines) == 1 and "internal error" not in lines[0] and "Traceback" not in result.stderr

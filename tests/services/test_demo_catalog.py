@@ -1,4 +1,4 @@
-"""Tests of the built-in demo dataset generator (services/demo_catalog.py).
+"""Tests of the built-in demo dataset generator (services/demo_catalog/).
 
 Small sizes keep the run fast; the signal checks use a mid-size run
 (the default 2000 items, 300 users, about two seconds) so that each topic has enough items.
@@ -80,9 +80,9 @@ def test_other_seed_gives_other_data(tmp_path: Path, small: DemoFiles) -> None:
 
 
 def test_interrupted_run_leaves_no_half_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tlrec.services.demo_catalog as demo
+    import tlrec.services.demo_catalog.world as demo
 
-    real = demo._render_track
+    real = demo.render_track
     calls = {"n": 0}
 
     def flaky(topic: str, rng: np.random.Generator) -> np.ndarray:
@@ -91,7 +91,7 @@ def test_interrupted_run_leaves_no_half_files(tmp_path: Path, monkeypatch: pytes
             raise KeyboardInterrupt
         return real(topic, rng)
 
-    monkeypatch.setattr(demo, "_render_track", flaky)
+    monkeypatch.setattr(demo, "render_track", flaky)
     with pytest.raises(KeyboardInterrupt):
         generate_demo(tmp_path, **SMALL, progress=False)
     assert not (tmp_path / "catalog.parquet").exists()

@@ -47,10 +47,14 @@ def test_user_recommendations(user, world):
     assert scores == sorted(scores, reverse=True)
 
 
-def test_exclude_seen_false_may_return_seen_items(user, world):
-    uid, _ = _known_user(world)
-    body = user.get(f"/v1/users/{uid}/recommendations", params={"k": 50, "exclude_seen": "false"}).json()
-    assert len(body["items"]) == 50 and body["source"] == "model"
+def test_exclude_seen_false_returns_seen_items_in_the_same_order(user, world):
+    uid, seen = _known_user(world)
+    url = f"/v1/users/{uid}/recommendations"
+    with_seen = _ids(user.get(url, params={"k": 50, "exclude_seen": "false"}).json())
+    without = _ids(user.get(url, params={"k": 50}).json())
+    assert len(with_seen) == 50 and seen & set(with_seen), "the model ranks none of the user's own items"
+    unseen_first = [i for i in with_seen if i not in seen]
+    assert without[: len(unseen_first)] == unseen_first  # dropping seen items keeps the others' order
 
 
 def test_unknown_user_gets_popular_marked(user):
@@ -159,6 +163,109 @@ def test_retry_of_a_batch_without_timestamps_is_a_duplicate(user):
 def test_bad_events_are_422(user, body):
     r = user.post("/v1/events", json=body)
     assert r.status_code == 422 and r.json()["error"]
+
+
+BAD_TIMESTAMPS = {
+    "negative": -1,
+    "negative-ms": -99_999_999_999,  # was read as milliseconds (1966)
+    "true": True,
+    "false": False,
+    "fraction": 1_700_000_000.5,
+    "milliseconds": 1_700_000_000_000,
+    "2100": 4_102_444_800,
+    "year-1": "0001-01-01T00:00:00",
+    "year-9999": "9999-12-31T23:59:59Z",
+    "before-1970-by-offset": "1970-01-01T00:30:00+01:00",
+    "numeric-string": "1700000000",
+    "words": "yesterday",
+    "no-such-day": "2024-02-30T00:00:00Z",
+    "list": [2024, 1, 1],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TIMESTAMPS))
+def test_bad_event_timestamp_is_422_naming_the_field(user, name):
+    events = [{"user_id": "ts-user", "item_id": "a", "timestamp": 1_700_000_000},
+              {"user_id": "ts-user", "item_id": "b", "timestamp": BAD_TIMESTAMPS[name]}]
+    r = user.post("/v1/events", json={"events": events})
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"].startswith("body.events.1.timestamp:"), body
+    assert [d["loc"] for d in body["detail"]] == ["body.events.1.timestamp"]
+
+
+@pytest.mark.parametrize("name", ["negative", "true", "year-1", "milliseconds", "words"])
+def test_bad_history_timestamp_is_422_naming_the_field(user, name):
+    r = user.post("/v1/recommendations", json={"history": [{"item_id": "a", "timestamp": BAD_TIMESTAMPS[name]}]})
+    assert r.status_code == 422 and r.json()["error"].startswith("body.history.0.timestamp:"), r.text
+
+
+def test_int_seconds_and_iso_8601_timestamps_are_accepted(user):
+    stamps = [0, 1_700_000_000, 4_102_444_799, 1_700_000_000.0, "2024-05-01T12:00:00Z", "2024-05-01T14:00:00.250+02:00",
+              "2024-05-01T12:00:00", "2024-05-01 12:00", "2024-05-01", "2099-12-31T23:59:59Z", None]
+    events = [{"user_id": "ts-ok-user", "item_id": f"i{n}", "timestamp": ts} for n, ts in enumerate(stamps)]
+    r = user.post("/v1/events", json={"events": events})
+    assert r.status_code == 200 and r.json()["accepted"] == len(stamps), r.text
+    history = [{"item_id": f"i{n}", "timestamp": ts} for n, ts in enumerate(stamps)]
+    assert user.post("/v1/recommendations", json={"history": history, "k": 2}).status_code == 200
+
+
+def test_accepted_timestamps_are_stored_as_the_same_instant():
+    from pydantic import TypeAdapter
+
+    from tlrec.serving.api.schemas import EventIn
+    from tlrec.serving.api.service import _seconds
+
+    event = TypeAdapter(EventIn)
+    for sent, seconds in [(1_700_000_000, 1_700_000_000), ("2023-11-14T22:13:20Z", 1_700_000_000),
+                          ("2023-11-15T00:13:20+02:00", 1_700_000_000), ("2023-11-14T22:13:20", 1_700_000_000),
+                          ("1970-01-01", 0)]:
+        parsed = event.validate_python({"user_id": "u", "item_id": "i", "timestamp": sent})
+        assert _seconds(parsed.timestamp) == seconds, sent
+
+
+@pytest.mark.parametrize(("path", "body", "loc"), [
+    ("/v1/recommendations", {"k": True}, "body.k"),
+    ("/v1/recommendations", {"k": "5"}, "body.k"),
+    ("/v1/recommendations", {"k": 5.5}, "body.k"),
+    ("/v1/recommendations", {"filters": {"exclude_history": "false"}}, "body.filters.exclude_history"),
+    ("/v1/recommendations", {"history": [{"item_id": "a", "weight": "2"}]}, "body.history.0.weight"),
+    ("/v1/events", {"events": [{"user_id": "u", "item_id": "a", "value": "1"}]}, "body.events.0.value"),
+])
+def test_json_bodies_are_strict(user, path, body, loc):
+    r = user.post(path, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"].startswith(f"{loc}:"), r.json()
+
+
+def test_query_k_still_parses_from_a_string_and_json_5_0_is_an_integer(user):
+    assert user.get("/v1/users/u0001/recommendations", params={"k": "3"}).status_code == 200
+    r = user.post("/v1/recommendations", json={"k": 3.0})  # JSON Schema's integer includes 3.0
+    assert r.status_code == 200 and len(r.json()["items"]) == 3, r.text
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", None])
+@pytest.mark.parametrize("path", ["/v1/recommendations", "/v1/events"])
+def test_body_not_labelled_json_is_415(user, path, content_type):
+    body = json.dumps({"history": [], "k": 3} if path == "/v1/recommendations" else
+                      {"events": [{"user_id": "ct-user", "item_id": "a"}]}).encode()
+    headers = {"content-type": content_type} if content_type else {}
+    r = user.post(path, content=body, headers=headers)
+    assert r.status_code == 415, r.text
+    assert set(r.json()) == {"error", "detail"} and "application/json" in r.json()["error"]
+    ok = user.post(path, content=body, headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200, ok.text
+    assert user.post(path, content=body, headers={"content-type": "application/vnd.tlrec+json"}).status_code == 200
+
+
+def test_missing_body_is_still_422_and_reload_needs_no_content_type(api, keys):
+    import httpx
+
+    r = httpx.post(f"{api.base}/v1/events", headers={"X-API-Key": keys["user"]})
+    assert r.status_code == 422 and r.json()["error"].startswith("body"), r.text
+    r = httpx.post(f"{api.base}/v1/admin/reload", headers={"X-API-Key": keys["admin"], "content-type": "text/plain"},
+                   timeout=30)
+    assert r.status_code == 200, r.text
 
 
 def test_body_over_limit_is_413_declared_or_chunked(user):

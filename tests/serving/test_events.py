@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import zlib
 
@@ -10,6 +11,7 @@ import pytest
 from tlrec.serving.events import (
     HEADER,
     LOG_NAME,
+    MAGIC,
     EventLog,
     EventLogError,
     FreshEvents,
@@ -42,13 +44,34 @@ def test_append_then_replay(tmp_path):
 
 
 def test_record_framing(tmp_path):
-    frame = encode_record({"events": [], "seq": 0})
-    length, crc = HEADER.unpack_from(frame)
-    assert length == len(frame) - HEADER.size and crc == zlib.crc32(frame[HEADER.size:])
+    frame = encode_record({"events": [], "seq": 7})
+    magic, length, seq, pcrc, hcrc = HEADER.unpack_from(frame)
+    assert magic == MAGIC and seq == 7 and length == len(frame) - HEADER.size
+    assert pcrc == zlib.crc32(frame[HEADER.size:]) and hcrc == zlib.crc32(frame[4:20])
+
+
+def test_legacy_records_are_still_read(tmp_path):
+    """A log written before the magic (``[len][crc32][json]``) replays, and new records follow it."""
+    import json
+    import struct
+
+    def legacy(payload: dict) -> bytes:
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        return struct.pack(">II", len(data), zlib.crc32(data)) + data
+
+    old = [legacy({"seq": i, "key": f"old{i}", "digest": "", "events": _batch(1)}) for i in range(3)]
+    damaged = bytearray(old[1])
+    damaged[-5] ^= 0x01
+    (tmp_path / LOG_NAME).write_bytes(old[0] + bytes(damaged) + old[2])
+    log = EventLog(tmp_path)
+    assert log.open() == 2 and log.report.corrupt_records == 1 and log.batches == 3
+    assert log.append(_batch(1), "new").seq == 3
+    log.close()
+    assert [r["key"] for r in scan(tmp_path / LOG_NAME)[0]] == ["old0", "old2", "new"]
 
 
 @pytest.mark.parametrize("damage", ["half_header", "half_payload", "flipped_byte", "garbage_length"])
-def test_torn_tail_is_cut_and_kept_aside(tmp_path, damage):
+def test_torn_tail_is_cut_and_kept_aside(tmp_path, damage, caplog):
     log = EventLog(tmp_path)
     log.open()
     log.append(_batch(2), "good")
@@ -65,8 +88,13 @@ def test_torn_tail_is_cut_and_kept_aside(tmp_path, damage):
     with open(path, "ab") as fh:
         fh.write(torn)
     log2 = EventLog(tmp_path)
-    assert log2.open() == 1
+    with caplog.at_level(logging.WARNING, logger="tlrec.serving"):
+        assert log2.open() == 1
     assert path.stat().st_size == good_size
+    torn_write = damage.startswith("half")  # a crash mid-write: WARNING; a whole record that fails its CRC: ERROR
+    levels = {r.levelno for r in caplog.records}
+    assert (logging.ERROR in levels) != torn_write and log2.report.corrupt_records == (0 if torn_write else 1)
+    assert log2.report.torn_tail_bytes == (len(torn) if torn_write else 0)
     assert (tmp_path / f"{LOG_NAME}.dropped-{good_size}").read_bytes() == torn
     log2.append(_batch(1), "after")  # appends after the cut replay cleanly
     log2.close()

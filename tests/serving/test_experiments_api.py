@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import numpy as np
 import polars as pl
 import pytest

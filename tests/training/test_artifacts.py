@@ -13,12 +13,18 @@ import pytest
 
 from tlrec.training.artifacts import (
     ArtifactError,
+    checked_csr,
+    clean_stale_staging,
+    load_tensors,
     new_version,
+    open_version,
+    read_json,
     read_manifest,
     resolve_version,
     safe_join,
     sha256_file,
     staged_version,
+    tensor_array,
     verify,
     write_bytes_atomic,
     write_json_atomic,
@@ -162,3 +168,167 @@ def test_atomic_writes_and_helpers(tmp_path: Path) -> None:
 
     v1 = new_version()
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{4}", v1)
+
+
+# --------------------------------------------------------------------------- every file named and verified
+
+
+def _rewrite_manifest(vdir: Path, **changes: object) -> None:
+    doc = json.loads((vdir / "manifest.json").read_text())
+    doc.update(changes)
+    (vdir / "manifest.json").write_text(json.dumps(doc))
+
+
+def test_empty_file_list_does_not_let_an_edited_file_load(tmp_path: Path) -> None:
+    """The issue's case: ``"files": {}`` and an edited items.json must be refused, naming the file."""
+    vdir = publish(tmp_path / "a", "v1")
+    _rewrite_manifest(vdir, files={})
+    (vdir / "maps" / "items.json").write_text('["a", "evil"]')
+    with pytest.raises(ArtifactError) as err:
+        verify(vdir)
+    msg = str(err.value)
+    assert "not listed in manifest.json" in msg and "\n" not in msg
+    assert "items.json" in msg or "weights.safetensors" in msg
+
+
+@pytest.mark.parametrize("extra", ["stray.bin", "maps/stray.json", ".hidden.tmp"])
+def test_unlisted_file_refused(tmp_path: Path, extra: str) -> None:
+    vdir = publish(tmp_path / "a", "v1")
+    (vdir / extra).write_bytes(b"x")
+    with pytest.raises(ArtifactError, match=rf"{re.escape(extra)}: not listed in manifest\.json"):
+        verify(vdir)
+
+
+def test_required_file_must_be_listed(tmp_path: Path) -> None:
+    """A loader asks for files through the verified version: one the manifest does not list is refused."""
+    vdir = publish(tmp_path / "a", "v1")
+    doc = json.loads((vdir / "manifest.json").read_text())
+    del doc["files"]["maps/items.json"]
+    (vdir / "manifest.json").write_text(json.dumps(doc))
+    (vdir / "maps" / "items.json").unlink()
+    version = open_version(vdir)  # consistent: nothing unlisted, everything listed is there
+    assert version.file("weights.safetensors") == vdir.resolve() / "weights.safetensors"
+    with pytest.raises(ArtifactError, match=r"maps/items\.json: required file .*not listed in manifest\.json"):
+        version.file("maps", "items.json")
+
+
+def test_file_changed_after_verification_refused(tmp_path: Path) -> None:
+    vdir = publish(tmp_path / "a", "v1")
+    version = open_version(vdir)
+    (vdir / "weights.safetensors").write_bytes(b"weights, but longer")
+    with pytest.raises(ArtifactError, match=r"weights\.safetensors: changed after verification"):
+        version.file("weights.safetensors")
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("../outside", "not a plain relative path"), ("./weights.safetensors", "not a plain relative path"),
+    ("maps//items.json", "not a plain relative path"), ("manifest.json", "lists itself"),
+])
+def test_manifest_entries_must_be_plain_paths(tmp_path: Path, entry: str, message: str) -> None:
+    vdir = publish(tmp_path / "a", "v1")
+    doc = json.loads((vdir / "manifest.json").read_text())
+    doc["files"][entry] = {"sha256": "0" * 64, "bytes": 0}
+    (vdir / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match=message):
+        verify(vdir)
+
+
+def test_symlink_in_version_refused(tmp_path: Path) -> None:
+    vdir = publish(tmp_path / "a", "v1")
+    (vdir / "link").symlink_to(vdir / "weights.safetensors")
+    with pytest.raises(ArtifactError, match="link: symlinks are not allowed"):
+        verify(vdir)
+
+
+# --------------------------------------------------------------------------- checked parsing
+
+
+def test_load_tensors_names_the_file(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"x": torch.arange(10, dtype=torch.int64)}, path)
+    assert load_tensors(path)["x"].tolist() == list(range(10))
+    path.write_bytes(path.read_bytes()[:-7])  # truncated
+    with pytest.raises(ArtifactError, match=r"w\.safetensors: not a readable safetensors file"):
+        load_tensors(path)
+    path.write_bytes(b"\xff" * 8)  # a header length of 2**64 - 1
+    with pytest.raises(ArtifactError, match=r"w\.safetensors: "):
+        load_tensors(path)
+    with pytest.raises(ArtifactError, match=r"nope\.safetensors: missing"):
+        load_tensors(tmp_path / "nope.safetensors")
+
+
+def test_tensor_array_checks_dtype_shape_and_values() -> None:
+    import torch
+
+    state = {"a": torch.zeros(3, 2), "n": torch.tensor([1.0, float("nan")])}
+    assert tensor_array(state, "a", "float32", (3, None)).shape == (3, 2)
+    with pytest.raises(ValueError, match="'b' missing"):
+        tensor_array(state, "b")
+    with pytest.raises(ValueError, match="'a' is float32, expected int64"):
+        tensor_array(state, "a", "int64")
+    with pytest.raises(ValueError, match=r"'a' has shape \[3, 2\], expected \[4, \*\]"):
+        tensor_array(state, "a", "float32", (4, None))
+    with pytest.raises(ValueError, match="NaN"):
+        tensor_array(state, "n", finite=True)
+
+
+@pytest.mark.parametrize("indptr, indices, message", [
+    ([0, 1, 2], [0, 5], "index 5 out of range"),
+    ([0, 1, 2], [0, -1], "index -1 out of range"),
+    ([0, 3, 2], [0, 1], "indptr decreases at row 1"),
+    ([0, 1], [0], r"indptr has shape \[2\], expected \[3\]"),
+    ([0, 1, 3], [0, 1], "indptr runs from 0 to 3"),
+    ([1, 1, 2], [0, 1], "indptr runs from 1"),
+])
+def test_checked_csr_refuses_bad_arrays(indptr: list, indices: list, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        checked_csr(np.array(indptr, np.int64), np.array(indices, np.int64), None, (2, 4), "m")
+    ok = checked_csr(np.array([0, 1, 2], np.int64), np.array([0, 3], np.int64), None, (2, 4), "m")
+    assert ok.shape == (2, 4) and ok.nnz == 2
+
+
+def test_read_json_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text('{"a": ')
+    with pytest.raises(ArtifactError, match=r"c\.json: not valid JSON"):
+        read_json(path)
+    with pytest.raises(ArtifactError, match=r"x\.json: missing"):
+        read_json(tmp_path / "x.json")
+
+
+# --------------------------------------------------------------------------- stale staging dirs
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_publish_removes_staging_dirs_of_dead_writers(tmp_path: Path) -> None:
+    """A killed `tlrec train` leaves its staging dir; the next publish removes it (and keeps live ones)."""
+    from tlrec.training.artifacts import STAGING_PREFIX, _host_tag
+
+    root = tmp_path / "artifacts"
+    root.mkdir()
+    dead = root / f"{STAGING_PREFIX}{_dead_pid()}-{_host_tag()}-abc123"
+    (dead / "model").mkdir(parents=True)  # killed mid-write
+    live = root / f"{STAGING_PREFIX}{os.getppid()}-{_host_tag()}-def456"  # our parent: alive
+    live.mkdir()
+    other_host = root / f"{STAGING_PREFIX}{os.getpid()}-00000000-ghi789"  # cannot check: by age
+    other_host.mkdir()
+    old_style = root / ".staging-k2j3h4"
+    old_style.mkdir()
+    day_ago = os.stat(old_style).st_mtime - 2 * 24 * 3600
+    os.utime(old_style, (day_ago, day_ago))
+    publish(root, "v1")
+    left = sorted(p.name for p in root.iterdir())
+    assert left == sorted(["current", "v1", live.name, other_host.name])
+    assert clean_stale_staging(root, max_age=0) == [other_host]  # by age once old enough
+    assert live.exists()

@@ -1,5 +1,6 @@
 """Recommender models behind one interface (``base.Recommender``)."""
 
+from tlrec.errors import ConfigError
 from tlrec.training.models.base import ModelConfig, Recommender
 from tlrec.training.models.content import ContentProfileConfig, ContentProfileModel
 from tlrec.training.models.ease import EASEConfig, EASEModel
@@ -14,11 +15,11 @@ MODELS.update({m.name: m for m in (ItemKNNModel, EASEModel, LightFMModel)})
 
 
 def get_model_class(name: str) -> type[Recommender]:
-    """The model class registered under ``name``; ValueError names the allowed ones."""
+    """The model class registered under ``name``; ``ConfigError`` (a ValueError) names the allowed ones."""
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}") from None
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}") from None
 
 
 __all__ = ["MODELS", "ContentProfileConfig", "ContentProfileModel", "ModelConfig", "NCFConfig", "NCFModel",

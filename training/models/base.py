@@ -16,16 +16,17 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from tlrec.training.data import Columns, InteractionData
+from tlrec.training.artifacts import ArtifactError, VerifiedVersion, first_line, load_tensors, read_json, tensor_array
+from tlrec.training.data import Columns, DataError, InteractionData
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Recommender(ABC):
         Raises ValueError on empty data or vectors whose shape does not match the catalog.
         """
         if data.interactions.height == 0:
-            raise ValueError(f"{self.name}: no interactions to fit on")
+            raise DataError(f"{self.name}: no interactions to fit on")
         if item_vectors is not None:
             item_vectors = np.asarray(item_vectors, dtype=np.float32)
             if item_vectors.ndim != 2 or item_vectors.shape[0] != data.n_items:
@@ -194,24 +195,51 @@ class Recommender(ABC):
         save_file({k: v.contiguous() for k, v in self._state().items()}, directory / WEIGHTS_FILE)
 
     @classmethod
-    def load(cls, directory: Path) -> Self:
-        """Inverse of ``save``; the config is validated (unknown keys are an error)."""
-        meta = json.loads((directory / CONFIG_FILE).read_text())
+    def load(cls, directory: Path, verified: VerifiedVersion | None = None) -> Self:
+        """Inverse of ``save``; the config is validated (unknown keys are an error).
+
+        ``verified``: the verified artifact version ``directory`` lies in; the files are
+        then taken from it (``VerifiedVersion.check``: listed in the manifest, unchanged).
+        Every tensor is checked (dtype, shape against ``n_users``/``n_items``, finite,
+        sparse indices in range) before the model is returned. Raises ``ArtifactError``
+        (a ``ValueError``), one line naming the file and what is wrong.
+        """
+        config_path, weights_path = Path(directory) / CONFIG_FILE, Path(directory) / WEIGHTS_FILE
+        if verified is not None:
+            config_path, weights_path = verified.check(config_path), verified.check(weights_path)
+        meta = read_json(config_path)
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise ArtifactError(f"{config_path}: not a model config (expected an object with 'model' and 'config')")
         if meta.get("model") != cls.name:
-            raise ValueError(f"{directory / CONFIG_FILE}: holds model {meta.get('model')!r}, not {cls.name!r}")
+            raise ArtifactError(f"{config_path}: holds model {meta.get('model')!r}, not {cls.name!r}")
         try:
             model = cls(cls.config_class.model_validate(meta["config"]))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"]) or "config"
-            raise ValueError(f"{directory / CONFIG_FILE}: {where}: {first['msg']} (written by another tlrec "
-                             "version? retrain the model)") from None
-        model.n_users, model.n_items = int(meta["n_users"]), int(meta["n_items"])
+            raise ArtifactError(f"{config_path}: {where}: {first['msg']} (written by another tlrec "
+                                "version? retrain the model)") from None
+        sizes = [meta.get("n_users"), meta.get("n_items")]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes):
+            raise ArtifactError(f"{config_path}: n_users and n_items must be integers >= 0, got {sizes}")
+        model.n_users, model.n_items = sizes
+        state = load_tensors(weights_path)
+        for key in state:
+            try:
+                tensor_array(state, key, finite=True)
+            except ValueError as exc:
+                raise ArtifactError(f"{weights_path}: {exc}") from None
         try:
-            model._load_state(load_file(directory / WEIGHTS_FILE))
-        except RuntimeError as exc:  # tensors missing or of another shape
-            raise ValueError(f"{directory / WEIGHTS_FILE}: {str(exc).splitlines()[0][:160]} (written by another "
-                             "tlrec version? retrain the model)") from None
+            model._load_state(state)
+        except ArtifactError:
+            raise
+        except KeyError as exc:
+            key = str(exc.args[0]) if exc.args else ""
+            raise ArtifactError(f"{weights_path}: tensor {key!r} missing (written by another tlrec version? "
+                                "retrain the model)") from None
+        except (ValueError, RuntimeError, IndexError, TypeError) as exc:  # wrong shapes, dtypes, indices
+            raise ArtifactError(f"{weights_path}: {first_line(exc, 200)} (written by another tlrec version, or "
+                                "corrupt? retrain the model)") from None
         model.is_fitted = True
         return model
 
@@ -263,11 +291,6 @@ def top_k(scores: np.ndarray, k: int, item_ids: np.ndarray) -> tuple[np.ndarray,
         items = np.pad(items, ((0, 0), (0, k - kk)), constant_values=-1)
         top_scores = np.pad(top_scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
     return items, top_scores
-
-
-def config_from_dict(config_class: type[ModelConfig], values: dict[str, Any] | None) -> ModelConfig:
-    """Build a config from overrides, naming the allowed keys on error."""
-    return config_class.model_validate(values or {})
 
 
 def relevant_by_user(val: pl.DataFrame, data: InteractionData) -> dict[int, set[int]]:

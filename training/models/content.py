@@ -81,5 +81,7 @@ class ContentProfileModel(Recommender):
         return {"item_vectors": torch.from_numpy(self.item_vectors), "profiles": torch.from_numpy(self.profiles)}
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.item_vectors = state["item_vectors"].numpy()
-        self.profiles = state["profiles"].numpy()
+        from tlrec.training.artifacts import tensor_array
+
+        self.item_vectors = tensor_array(state, "item_vectors", "float32", (self.n_items, None))
+        self.profiles = tensor_array(state, "profiles", "float32", (self.n_users, self.item_vectors.shape[1]))

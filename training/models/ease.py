@@ -30,6 +30,7 @@ import torch
 from pydantic import Field
 from scipy.linalg import lapack
 
+from tlrec.errors import ConfigError
 from tlrec.training.data import InteractionData
 from tlrec.training.metrics import ndcg_at_k
 from tlrec.training.models.base import ModelConfig, Recommender, relevant_by_user, top_k
@@ -150,7 +151,7 @@ class EASEModel(Recommender):
     def _check_size(self, n_active: int) -> None:
         if n_active > self.config.max_items:
             gb = 4 * n_active**2 / 1e9
-            raise ValueError(
+            raise ConfigError(
                 f"ease: {n_active} items with interactions exceed max_items={self.config.max_items} "
                 f"(the dense item x item matrix would take {gb:.1f} GB as float32, about 6x that while "
                 f"fitting); raise max_items if memory allows, or use itemknn"
@@ -227,11 +228,15 @@ class EASEModel(Recommender):
         }
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.weights = state["weights"].numpy()
-        self.active = state["active"].numpy()
-        indices = state["user_indices"].numpy()
-        self.user_items = sp.csr_matrix(
-            (np.ones(len(indices), np.float32), indices, state["user_indptr"].numpy()),
-            shape=(self.n_users, len(self.active)),
+        from tlrec.training.artifacts import checked_csr, tensor_array
+
+        active = tensor_array(state, "active", "int64", (None,))
+        if len(active) and (active.min() < 0 or active.max() >= self.n_items or (np.diff(active) <= 0).any()):
+            raise ValueError(f"tensor 'active': item ids must be increasing, in [0, {self.n_items})")
+        self.weights = tensor_array(state, "weights", "float32", (len(active), len(active)))
+        self.active = active
+        self.user_items = checked_csr(
+            tensor_array(state, "user_indptr", "int64"), tensor_array(state, "user_indices", "int64"), None,
+            (self.n_users, len(active)), "user_indptr/user_indices",
         )
-        self.l2_ = float(state["l2"][0])
+        self.l2_ = float(tensor_array(state, "l2", "float64", (1,))[0])

@@ -121,11 +121,14 @@ class ItemKNNModel(Recommender):
         }
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        from tlrec.training.artifacts import checked_csr, tensor_array
+
         n = self.n_items
-        self.similarity = sp.csr_matrix(
-            (state["sim_data"].numpy(), state["sim_indices"].numpy(), state["sim_indptr"].numpy()), shape=(n, n)
+        self.similarity = checked_csr(
+            tensor_array(state, "sim_indptr", "int64"), tensor_array(state, "sim_indices", "int64"),
+            tensor_array(state, "sim_data", "float32"), (n, n), "sim_indptr/sim_indices/sim_data",
         )
-        indices = state["user_indices"].numpy()
-        self.user_items = sp.csr_matrix(
-            (np.ones(len(indices), np.float32), indices, state["user_indptr"].numpy()), shape=(self.n_users, n)
+        self.user_items = checked_csr(
+            tensor_array(state, "user_indptr", "int64"), tensor_array(state, "user_indices", "int64"), None,
+            (self.n_users, n), "user_indptr/user_indices",
         )

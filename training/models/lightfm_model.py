@@ -40,6 +40,7 @@ import scipy.sparse as sp
 import torch
 from pydantic import Field
 
+from tlrec.errors import ConfigError
 from tlrec.training.data import InteractionData
 from tlrec.training.models.base import ModelConfig, Recommender
 from tlrec.training.models.ease import holdout_ndcg
@@ -107,7 +108,7 @@ class LightFMModel(Recommender):
         content = None
         if cfg.features == "vectors":
             if item_vectors is None:
-                raise ValueError("lightfm: features='vectors' needs item_vectors passed to fit(data, item_vectors)")
+                raise ConfigError("lightfm: features='vectors' needs item_vectors passed to fit(data, item_vectors)")
             content = normalise_rows(item_vectors)
         epochs = cfg.epochs
         if cfg.val_fraction > 0:
@@ -171,12 +172,6 @@ class LightFMModel(Recommender):
         self._item_repr = np.asarray(self.item_features @ params["item_embeddings"], dtype=np.float32)
         self._item_bias = np.asarray(self.item_features @ params["item_biases"], dtype=np.float32).ravel()
 
-    def item_representations(self) -> np.ndarray:
-        """Item representations float32 ``[n_items, no_components]`` (feature sums)."""
-        self._check_fitted()
-        assert self._item_repr is not None
-        return self._item_repr
-
     def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
         assert self._item_repr is not None and self._item_bias is not None
         items = self._item_repr if item_idx is None else self._item_repr[item_idx]
@@ -210,12 +205,22 @@ class LightFMModel(Recommender):
         return state
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        shape = tuple(int(v) for v in state["features_shape"])
-        features = sp.csr_matrix(
-            (state["features_data"].numpy(), state["features_indices"].numpy(), state["features_indptr"].numpy()),
-            shape=shape,
+        from tlrec.training.artifacts import checked_csr, tensor_array
+
+        rows, n_features = (int(v) for v in tensor_array(state, "features_shape", "int64", (2,)))
+        if rows != self.n_items:
+            raise ValueError(f"tensor 'features_shape': {rows} rows, expected {self.n_items} (items)")
+        features = checked_csr(
+            tensor_array(state, "features_indptr", "int64"), tensor_array(state, "features_indices", "int64"),
+            tensor_array(state, "features_data", "float32"), (rows, n_features), "features_*",
         )
-        self._set_params({k: state[k].numpy() for k in _PARAMS}, features)
+        user_emb = tensor_array(state, "user_embeddings", "float32", (self.n_users, None))
+        dim = user_emb.shape[1]
+        params = {"user_embeddings": user_emb,
+                  "user_biases": tensor_array(state, "user_biases", "float32", (self.n_users,)),
+                  "item_embeddings": tensor_array(state, "item_embeddings", "float32", (n_features, dim)),
+                  "item_biases": tensor_array(state, "item_biases", "float32", (n_features,))}
+        self._set_params(params, features)
 
 
 _PARAMS = ("user_embeddings", "user_biases", "item_embeddings", "item_biases")

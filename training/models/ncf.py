@@ -47,7 +47,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tlrec.training.data import Columns, InteractionData
+from tlrec.errors import ConfigError
+from tlrec.training.data import Columns, DataError, InteractionData
 from tlrec.training.metrics import ndcg_at_k
 from tlrec.training.models.base import ModelConfig, Recommender, relevant_by_user, top_k
 from tlrec.training.splits import temporal_split
@@ -275,7 +276,7 @@ class NCFModel(Recommender):
         trained_items = np.flatnonzero(seen)  # the softmax runs over items that can be targets
         active = np.flatnonzero(np.diff(hist.indptr) >= 1)
         if len(active) == 0:
-            raise ValueError("ncf: no user has an interaction to learn from")
+            raise DataError("ncf: no user has an interaction to learn from")
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         batch = cfg.batch_users
         val_rel = relevant_by_user(val, data) if val is not None else None
@@ -340,7 +341,7 @@ class NCFModel(Recommender):
         cfg = self.config
         tower, text_slice = self._text_tower, self._text_slice
         if tower is None or text_slice is None or net.content_hidden is None:
-            raise ValueError("ncf: finetune_layers needs the items' texts and text vectors; train with "
+            raise ConfigError("ncf: finetune_layers needs the items' texts and text vectors; train with "
                              "`tlrec train --finetune-layers N` on a catalog with text")
         frozen = {k: v.clone() for k, v in net.state_dict().items()}
         share = net.content[:, text_slice].norm(dim=1, keepdim=True)  # [n, 1]: the text block's weight
@@ -718,12 +719,20 @@ class NCFModel(Recommender):
         }
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        indptr, indices = state.pop("histories.indptr").numpy(), state.pop("histories.indices").numpy()
-        weights = state.pop("histories.weights").numpy()
+        from tlrec.training.artifacts import checked_csr, tensor_array
+
+        histories = checked_csr(
+            tensor_array(state, "histories.indptr", "int64"), tensor_array(state, "histories.indices", "int64"),
+            tensor_array(state, "histories.weights", "float32"), (self.n_users, self.n_items), "histories.*",
+        )
+        for key in ("histories.indptr", "histories.indices", "histories.weights"):
+            state.pop(key)
+        tensor_array(state, "item_emb.weight", "float32", (self.n_items, self.config.dim + 1))
         content = state["content"]
-        net = NCFNet(state["item_emb.weight"].shape[0], content if content.shape[1] else None, self.config)
-        net.load_state_dict(state)
-        self._set_net(net, sp.csr_matrix((weights, indices, indptr), shape=(self.n_users, self.n_items)))
+        tensor_array(state, "content", "float32", (self.n_items, None))
+        net = NCFNet(self.n_items, content if content.shape[1] else None, self.config)
+        net.load_state_dict(state)  # strict: a missing, extra or misshapen tensor is a RuntimeError
+        self._set_net(net, histories)
 
 
 def _validation_users(val_rel: dict[int, set[int]], limit: int = 2000) -> np.ndarray:

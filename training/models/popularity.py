@@ -43,4 +43,6 @@ class PopularityModel(Recommender):
         return {"item_scores": torch.from_numpy(self.item_scores)}
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.item_scores = state["item_scores"].numpy()
+        from tlrec.training.artifacts import tensor_array
+
+        self.item_scores = tensor_array(state, "item_scores", "float32", (self.n_items,))

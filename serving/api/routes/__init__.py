@@ -12,6 +12,7 @@ _DESCRIPTIONS = {
     404: "Unknown item, or no such path.",
     409: "Conflict: idempotency key reused with another batch, or a reload refused (old version keeps serving).",
     413: "Request body over the limit (TLREC_MAX_BODY_BYTES).",
+    415: "The body is not labelled `Content-Type: application/json`.",
     422: "Invalid input; `error` names the first bad field, `detail` lists them all.",
     503: "Not ready: model or event log not loaded yet.",
 }

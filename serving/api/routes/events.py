@@ -14,7 +14,7 @@ from tlrec.serving.api.schemas import EventsAck, EventsIn
 router = APIRouter(prefix="/v1", tags=["events"], dependencies=[UserAuth])
 
 
-@router.post("/events", response_model=EventsAck, responses=errors(401, 409, 413, 422, 503))
+@router.post("/events", response_model=EventsAck, responses=errors(401, 409, 413, 415, 422, 503))
 async def post_events(
     state: State,
     body: EventsIn,

@@ -31,7 +31,7 @@ async def user_recommendations(
     return await service.user_recommendations(state, models, user_id, k, exclude_seen)
 
 
-@router.post("/recommendations", response_model=RecommendationsOut, responses=errors(401, 413, 422, 503))
+@router.post("/recommendations", response_model=RecommendationsOut, responses=errors(401, 413, 415, 422, 503))
 async def history_recommendations(state: State, models: CurrentModels, body: HistoryRecommendIn) -> RecommendationsOut:
     """Top-k for a history sent in the request (new or anonymous users), optional candidates and filters."""
     return await service.history_recommendations(state, models, body)
