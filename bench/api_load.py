@@ -47,12 +47,11 @@ def build_world(out: Path, n_items: int, n_users: int, per_user: int = 20, dim: 
     """Publish an NCF artifact for a synthetic catalog under ``out/artifacts``; returns the root."""
     import polars as pl
 
-    from tlrec.serving.index import VectorIndex
-    from tlrec.serving.recommender import INDEX_FILE
-    from tlrec.training.artifacts import staged_version
-    from tlrec.training.data import IdMap, InteractionData, load_catalog, load_interactions
+    from tlrec.training.data import load_catalog, load_interactions
+    from tlrec.training.id_map import IdMap
+    from tlrec.training.interaction_data import InteractionData
+    from tlrec.training.model_artifact import ModelArtifact
     from tlrec.training.models import NCFModel
-    from tlrec.training.train import write_model_dir
 
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,10 +74,10 @@ def build_world(out: Path, n_items: int, n_users: int, per_user: int = 20, dim: 
     start = time.perf_counter()
     model.fit(data, content)
     root = out / "artifacts"
-    with staged_version(root, manifest={"bench": "api_load synthetic world"}) as stage:
-        info = write_model_dir(stage, model, data, time.perf_counter() - start)
-        VectorIndex.build(model.item_vectors()).save(stage / INDEX_FILE)
-    logger.info("bench world: %d items, %d users, NCF fitted in %.1fs", n_items, n_users, info["fit_seconds"])
+    artifact = ModelArtifact.build(model, data, time.perf_counter() - start)  # model, id maps, index ...
+    artifact.publish(root, manifest={"bench": "api_load synthetic world"})
+    logger.info("bench world: %d items, %d users, NCF fitted in %.1fs", n_items, n_users,
+                artifact.training["fit_seconds"])
     return root
 
 
@@ -229,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="api_load-") as tmp:
         work = args.work or Path(tmp)
         artifacts = build_world(work, args.items, args.users)
-        from tlrec.serving.recommender import ServedModel
+        from tlrec.serving.served_model import ServedModel
 
         index_dim = ServedModel.load(artifacts).index.dim
         users = [f"u{u:05d}" for u in range(args.users)]

@@ -56,7 +56,7 @@ IN_PROCESS_CHILD = """
 import logging, sys
 import polars as pl
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-from tlrec.embeddings.vectors import embed_catalog
+from tlrec.embeddings.embed_catalog import embed_catalog
 embed_catalog(pl.read_parquet(sys.argv[1]), sys.argv[2], image=None, audio=None, progress=False, reuse=False)
 """
 

@@ -5,7 +5,7 @@
 
 A deterministic 5,000-item text catalog (titles of 2-8 words; descriptions from
 empty to ~120 words, so lengths are mixed) is embedded with MiniLM by
-``embeddings.vectors.embed_catalog`` (in process, torch with all cores) and by
+``embeddings.embed_catalog.embed_catalog`` (in process, torch with all cores) and by
 ``embeddings.batch.embed_catalog_ray`` (Ray Data job on a local Ray started once
 before the timings, as on an existing cluster; the ``ray.init`` time is reported
 apart). Runs alternate in-process / Ray in each round, so a burst of load from
@@ -120,7 +120,7 @@ class CpuMeter:
 
 def run_in_process(catalog: pl.DataFrame, out: Path, batch_size: int) -> tuple[float, dict[str, float]]:
     from tlrec.embeddings.registry import clear_cache
-    from tlrec.embeddings.vectors import embed_catalog
+    from tlrec.embeddings.embed_catalog import embed_catalog
 
     clear_cache()
     for p in (out, out.with_suffix(".manifest.json")):

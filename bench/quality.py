@@ -42,7 +42,10 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from tlrec.training.data import Columns, IdMap, InteractionData, load_catalog, load_interactions
+from tlrec.tables import Columns
+from tlrec.training.data import load_catalog, load_interactions
+from tlrec.training.id_map import IdMap
+from tlrec.training.interaction_data import InteractionData
 from tlrec.training.metrics import evaluate_rankings
 from tlrec.training.models import (
     EASEModel,

@@ -98,7 +98,8 @@ def measure_child(directory: Path, baseline: Path | None) -> dict[str, float]:
         fresh = module.FreshEvents()
         log = module.EventLog(directory, on_batch=fresh.add)
     else:
-        from tlrec.serving.events import EventLog, FreshEvents
+        from tlrec.serving.event_log import EventLog
+        from tlrec.serving.event_snapshot import FreshEvents
 
         fresh = FreshEvents()
         log = EventLog(directory, fresh=fresh, auto_compact=False)
@@ -131,7 +132,8 @@ def _size(directory: Path, pattern: str) -> int:
 
 
 def run(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    from tlrec.serving.events import EventLog, FreshEvents
+    from tlrec.serving.event_log import EventLog
+    from tlrec.serving.event_snapshot import FreshEvents
 
     n, per, users = args.batches, args.per_batch, args.users
     rows: list[dict[str, Any]] = []

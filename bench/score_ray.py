@@ -25,9 +25,9 @@ actors) is sampled for memory every 0.2 s (RSS sum; PSS every 1 s) with
 Throughput is users per second of the whole child (artifact loading, and for
 Ray its start, included); the Ray row also gives the figure without Ray's start.
 The outputs are compared row by row (``outputs_agree``). The batches are the same in
-every run because a served list depends on its batch: FAISS retrieves
-``max(200, 4k) + the most items any user of the batch has seen`` candidates. Writes ``bench/results/score_ray.md``
-and ``.json`` and prints a table.
+every run: a served list does not depend on the other users of its batch, but the batch
+size decides whether numpy or FAISS searches the exact index, which may order ties
+differently. Writes ``bench/results/score_ray.md`` and ``.json`` and prints a table.
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ mode, artifacts, users, out, k = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv
 t0 = time.perf_counter()
 init = 0.0
 if mode == "plain":
-    from tlrec.serving.recommender import ServedModel
+    from tlrec.serving.served_model import ServedModel
     from tlrec.files import write_parquet_atomic
-from tlrec.services.files import read_id_list
+    from tlrec.services.files import read_id_list
     from tlrec.services.jobs import frame_of_recommendations
     from pathlib import Path
     served = ServedModel.load(Path(artifacts))
@@ -77,9 +77,10 @@ from tlrec.services.files import read_id_list
             recs.extend(served.recommend(ids[lo:min(lo + 1024, part + 5000)], k, True))
     write_parquet_atomic(frame_of_recommendations(recs), Path(out))
 else:
-    from tlrec.services.batch_scoring import connect_ray, score_job
+    from tlrec.ray_cluster import start_ray
+    from tlrec.services.batch_scoring import score_job
     if mode == "ray":
-        connect_ray("local")
+        start_ray("local")
         init = time.perf_counter() - t0
     score_job(artifacts, users, k, out, exclude_seen=True, progress=False,
               ray_address="local" if mode == "ray" else None)
@@ -133,8 +134,6 @@ def make_world(n_users: int, n_items: int, seed: int = 0) -> tuple[pl.DataFrame,
 
 
 def train_artifact(root: Path, catalog: pl.DataFrame, interactions: pl.DataFrame, epochs: int) -> tuple[Path, float]:
-    from tlrec.serving.index import VectorIndex
-    from tlrec.serving.recommender import INDEX_FILE
     from tlrec.training.artifacts import new_version, staged_version
     from tlrec.training.train import train_into
 
@@ -142,9 +141,8 @@ def train_artifact(root: Path, catalog: pl.DataFrame, interactions: pl.DataFrame
     manifest: dict[str, Any] = {"inputs": "bench/score_ray.py synthetic data"}
     t0 = time.perf_counter()
     with staged_version(root, version=version, manifest=manifest) as stage:
-        model, info = train_into(stage, catalog, interactions, None, "ncf",
-                                 {"dim": 32, "epochs": epochs, "val_fraction": 0.0, "progress": False})
-        VectorIndex.build(model.item_vectors()).save(stage / INDEX_FILE)
+        _, info = train_into(stage, catalog, interactions, None, "ncf",  # the complete version, index included
+                             {"dim": 32, "epochs": epochs, "val_fraction": 0.0, "progress": False})
         manifest.update(info)
     return root / version, time.perf_counter() - t0
 

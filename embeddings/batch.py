@@ -1,4 +1,4 @@
-"""Embed a catalog as a Ray Data job (``tlrec embed``; ``--no-ray`` uses ``embeddings.vectors.embed_catalog``).
+"""Embed a catalog as a Ray Data job (``tlrec embed``; ``--no-ray`` uses ``embeddings.embed_catalog.embed_catalog``).
 
 Pipeline::
 
@@ -52,23 +52,16 @@ from typing import Any
 import polars as pl
 
 from tlrec.embeddings.base import Modality
+from tlrec.embeddings.catalog_inputs import check_catalog, has_input, resolve_encoders
+from tlrec.embeddings.embed_catalog import PreviousVectors, embed_rows
+from tlrec.embeddings.vectors import ID_COL
+from tlrec.embeddings.vectors_writer import ManifestBuilder, VectorsFileWriter, check_out_path
 from tlrec.errors import InputError
-from tlrec.embeddings.vectors import (
-    CATALOG_COLS,
-    ID_COL,
-    ManifestBuilder,
-    PreviousVectors,
-    VectorsFileWriter,
-    _validate_catalog,
-    check_out_path,
-    embed_rows,
-    has_input,
-    resolve_encoders,
-)
+from tlrec.ray_cluster import LOCAL, start_ray, stop_ray
+from tlrec.tables import CATALOG_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-LOCAL = "local"
 #: Bounds of the catalog rows per Ray task (one ``__call__`` of an actor, one part file). Within
 #: them a task is ~1/4 of an actor's share of the catalog: big tasks pad less (the text encoder sorts
 #: a task's texts by length; tasks of 256 mixed-length texts cost ~15% more tokens than one sort
@@ -82,10 +75,6 @@ TASKS_PER_ACTOR = 4
 #: (bench/embed_ray.py --sweep) but on 2 cores they take the job over the 3 GB budget
 #: (bench/embed_memory.py).
 DEFAULT_THREADS_PER_ACTOR = 2
-# A local Ray's shared-memory object store. The job streams small blocks (ids, paths,
-# vectors), so a few hundred MB is plenty; Ray's default (30% of RAM) only lets
-# memory use grow with the catalog. Blocks beyond it spill to disk.
-LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
 #: Actor restarts / retries of a batch whose actor died, before the job fails.
 DEFAULT_MAX_RETRIES = 3
 
@@ -105,10 +94,10 @@ class _Catalog:
 def _scan_frame(catalog: pl.DataFrame, names: dict[Modality, str], base_dir: str | Path | None) -> _Catalog:
     import pyarrow as pa
 
-    _validate_catalog(catalog)
+    check_catalog(catalog)
     if catalog.height == 0:
         raise InputError("catalog is empty: nothing to embed")
-    cols = [c for c in CATALOG_COLS if c in catalog.columns]
+    cols = [c for c in CATALOG_COLUMNS if c in catalog.columns]
     table = catalog.select([pl.col(c).cast(pl.String, strict=False) for c in cols]).to_arrow()
     table = table.cast(pa.schema([(c, pa.large_string()) for c in cols]))
     base = Path(base_dir) if base_dir is not None else Path.cwd()
@@ -125,7 +114,7 @@ def _scan_parquet(path: Path, names: dict[Modality, str], base_dir: str | Path |
         dataset = pds.dataset(path, format="parquet")
     except Exception as exc:  # noqa: BLE001 - any Arrow error means: not a Parquet catalog
         raise InputError(f"catalog {path} is not readable Parquet: {exc}") from None
-    cols = [c for c in CATALOG_COLS if c in dataset.schema.names]
+    cols = [c for c in CATALOG_COLUMNS if c in dataset.schema.names]
     if ID_COL not in cols:
         raise InputError(f"catalog {path} has no column {ID_COL!r} (columns: {', '.join(dataset.schema.names)})")
     seen: set[str] = set()
@@ -239,20 +228,6 @@ def _libc() -> Any:
     return libc
 
 
-def _connect(address: str | None) -> bool:
-    """Connect to Ray (start a local one for ``"local"``); True if this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address in (None, LOCAL):
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=True, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
-    else:
-        ray.init(address=address, logging_level=logging.WARNING)
-    return True
-
-
 def embed_catalog_ray(
     catalog: pl.DataFrame | str | Path,
     out_path: str | Path,
@@ -310,8 +285,6 @@ def embed_catalog_ray(
         Ray errors if a batch still fails after ``max_retries``. Any error
         leaves no partial output and no part files behind.
     """
-    import ray
-
     out_path = check_out_path(out_path)
     if (rows_per_task is not None and rows_per_task < 1) or batch_size < 1:
         raise ValueError("rows_per_task and batch_size must be >= 1")
@@ -330,15 +303,14 @@ def embed_catalog_ray(
         raise InputError("nothing to embed: every modality is disabled or has no input in the catalog")
     previous = PreviousVectors.open(out_path) if reuse else None
 
-    started = _connect(address)
+    started = start_ray(address)
     try:
         return _run(info, {m: names[m] for m in info.modalities}, out_path, batch_size=batch_size, actors=actors,
                     progress=progress, weights=weights, rows_per_task=rows_per_task, threads=threads_per_actor,
                     max_retries=max_retries, previous=previous,
                     crash_marker=str(_test_crash_marker) if _test_crash_marker is not None else None)
     finally:
-        if started:
-            ray.shutdown()
+        stop_ray(started)
 
 
 def _assemble(results: Iterable[dict[str, Any]], writer: VectorsFileWriter,

@@ -51,6 +51,7 @@ from typing import Any, Sequence
 
 from tlrec.embeddings.base import Encoder, Modality
 from tlrec.errors import ConfigError
+from tlrec.errors import one_line
 from tlrec.files import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -111,14 +112,9 @@ class HFLocation:
         return f"Hugging Face hub: {self.ref} (weights not in the local cache; size unknown)"
 
 
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 def load_error(ref: str, what: str, exc: BaseException) -> OSError:
     return OSError(
-        f"cannot load {what} of Hugging Face model {ref!r}: {type(exc).__name__}: {one_line(exc)} "
+        f"cannot load {what} of Hugging Face model {ref!r}: {type(exc).__name__}: {one_line(exc, 300)} "
         "(give a local directory saved with save_pretrained, or a hub id that is in the local "
         "Hugging Face cache when offline)")
 

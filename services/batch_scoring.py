@@ -46,19 +46,20 @@ from typing import Any
 import polars as pl
 from tqdm.auto import tqdm
 
-from tlrec.serving.recommender import ServedModel
-from tlrec.files import write_parquet_atomic
+from tlrec.serving.served_model import ServedModel
+from tlrec.files import sha256_file, write_parquet_atomic
 from tlrec.services.files import read_id_list
 from tlrec.services.jobs import frame_of_recommendations
 from tlrec.errors import UsageError
-from tlrec.training.artifacts import resolve_version, sha256_file
-from tlrec.training.data import DataError, IdMap
+from tlrec.ray_cluster import LOCAL, start_ray, stop_ray
+from tlrec.training.artifacts import resolve_version
+from tlrec.tables import DataError
+from tlrec.training.id_map import IdMap
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PartitionScorer", "ScoreResult", "ScoringJobError", "connect_ray", "score_job"]
+__all__ = ["PartitionScorer", "ScoreResult", "ScoringJobError", "score_job"]
 
-LOCAL = "local"
 MODEL_VERSION = "model_version"
 #: Users per partition: one part file, one Ray task. Bounds a worker's output memory
 #: (partition x k rows) and the work a crash can lose.
@@ -67,8 +68,6 @@ DEFAULT_PARTITION_SIZE = 5_000
 DEFAULT_BATCH_SIZE = 1024
 #: Restarts of a dead actor / retries of its partition before the partition counts as failed.
 DEFAULT_MAX_RETRIES = 3
-#: A local Ray's shared-memory object store: only user-id lists and small results pass through it.
-LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 #: TEST ONLY: partition index (int) whose scoring raises, to simulate a crash mid-job.
 FAIL_PARTITION_ENV = "TLREC_TEST_SCORE_FAIL_PARTITION"
 STAGING_MARK = ".parts-"
@@ -327,20 +326,6 @@ def _run_in_process(spec: ScoreSpec, partitions: list[list[str]], todo: list[int
     return results, failures
 
 
-def connect_ray(address: str) -> bool:
-    """Connect to Ray (``"local"`` starts one on this machine); True if this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address == LOCAL:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=True, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
-    else:
-        ray.init(address=address, logging_level=logging.WARNING)
-    return True
-
-
 def _run_on_ray(spec: ScoreSpec, partitions: list[list[str]], todo: list[int], bar: tqdm, address: str,
                 actors: int | None, max_retries: int) -> tuple[list[PartResult], dict[int, str]]:
     """Partitions over a pool of actors, each holding one model; at most one partition in flight per actor."""
@@ -350,7 +335,7 @@ def _run_on_ray(spec: ScoreSpec, partitions: list[list[str]], todo: list[int], b
         return results, failures
     import ray
 
-    started = connect_ray(address)
+    started = start_ray(address)
     try:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         n_actors = max(1, min(actors or cpus, len(todo)))
@@ -383,8 +368,7 @@ def _run_on_ray(spec: ScoreSpec, partitions: list[list[str]], todo: list[int], b
                 idle.append(actor)
             bar.update(len(partitions[i]))
     finally:
-        if started:
-            ray.shutdown()
+        stop_ray(started)
     return results, failures
 
 

@@ -118,7 +118,7 @@ def analyze(
 ) -> None:
     """Effects per variant with intervals, SRM check, CUPED, sequential test; Markdown + PNG with --out."""
     from tlrec.services.ab.analysis import analyze as run
-    from tlrec.services.ab.events import load_exposures, load_outcomes
+    from tlrec.services.ab.inputs import load_exposures, load_outcomes
     from tlrec.serving.experiments import load_experiment
 
     exp = load_experiment(experiment)
@@ -150,7 +150,8 @@ def replay(
     from tlrec.services.ab.replay import replay as run
     from tlrec.files import write_parquet_atomic
     from tlrec.serving.experiments import load_experiment
-    from tlrec.training.data import Columns, DataError, load_interactions
+    from tlrec.tables import Columns, DataError
+    from tlrec.training.data import load_interactions
 
     if k < 1:
         raise UsageError(f"--k must be >= 1, got {k}")

@@ -104,7 +104,7 @@ def _print_health(directory: Path, doc: dict[str, Any]) -> None:
 def verify(directory: DirArg, as_json: JsonOpt = False) -> None:
     """Report the event log's health without changing anything; exit 1 when damage is found."""
     from tlrec.serving.event_log import check_log
-    from tlrec.serving.experiments import ExposureLog
+    from tlrec.serving.exposure_log import ExposureLog
 
     directory = _folder(directory)
     report = check_log(directory)

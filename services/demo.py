@@ -17,13 +17,14 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from tlrec.embeddings.vectors import embed_catalog, load_item_vectors
-from tlrec.serving.recommender import ServedModel
-from tlrec.files import write_parquet_atomic
+from tlrec.embeddings.embed_catalog import embed_catalog
+from tlrec.embeddings.vectors import load_item_vectors
+from tlrec.serving.served_model import ServedModel
+from tlrec.files import write_json_atomic, write_parquet_atomic
 from tlrec.services.demo_catalog import generate_demo
 from tlrec.services.jobs import evaluate_job, metrics_table, train_job
-from tlrec.training.artifacts import write_json_atomic
-from tlrec.training.data import Columns, load_catalog, load_interactions
+from tlrec.tables import Columns
+from tlrec.training.data import load_catalog, load_interactions
 from tlrec.training.splits import temporal_split
 
 logger = logging.getLogger(__name__)

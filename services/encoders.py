@@ -39,7 +39,7 @@ import numpy as np
 import polars as pl
 
 from tlrec.errors import ConfigError, UsageError
-from tlrec.training.data import Columns, DataError
+from tlrec.tables import Columns, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.table import Table
@@ -240,7 +240,9 @@ def compare_encoders(catalog_path: str | Path, interactions_path: str | Path,
         OSError: an ``hf:`` model that cannot be loaded.
     """
     from tlrec.embeddings.registry import canonical_name, get_encoder, modality_of
-    from tlrec.training.data import IdMap, InteractionData, load_catalog, load_interactions
+    from tlrec.training.data import load_catalog, load_interactions
+    from tlrec.training.id_map import IdMap
+    from tlrec.training.interaction_data import InteractionData
 
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UsageError(f"k must be an integer >= 1, got {k!r}")
@@ -404,7 +406,7 @@ def plot_png(report: CompareReport) -> bytes:
 
 def write_report(report: CompareReport, out_dir: str | Path) -> dict[str, Path]:
     """Write ``encoders_compare.md``, ``.json`` and ``.png`` into ``out_dir`` (atomically); returns the paths."""
-    from tlrec.training.artifacts import write_bytes_atomic
+    from tlrec.files import write_bytes_atomic
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

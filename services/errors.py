@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from tlrec.errors import TlrecError
+from tlrec.errors import TlrecError, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,14 +31,6 @@ EXIT_BUG = 1
 EXPECTED: tuple[type[BaseException], ...] = (TlrecError, OSError)
 #: Set by the ``tlrec`` callback for each command line (``--verbose``).
 _VERBOSE = False
-
-
-def one_line(exc: BaseException) -> str:
-    """The exception's message on one line (a KeyError's key without quotes)."""
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, KeyError) and exc.args:
-        text = str(exc.args[0])
-    return " ".join(text.split())
 
 
 def set_verbose(verbose: bool) -> None:

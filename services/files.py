@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tlrec.training.data import DataError
+from tlrec.tables import DataError
 
 
 def read_id_list(path: Path, what: str) -> list[str]:

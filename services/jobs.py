@@ -15,15 +15,16 @@ import numpy as np
 import polars as pl
 
 from tlrec.embeddings.registry import DEFAULTS
-from tlrec.embeddings.vectors import ItemVectors, embed_catalog, load_item_vectors
+from tlrec.embeddings.embed_catalog import embed_catalog
+from tlrec.embeddings.vectors import ItemVectors, load_item_vectors
 from tlrec.errors import UsageError
-from tlrec.serving.index import VectorIndex
-from tlrec.serving.recommender import INDEX_FILE, ServedModel
-from tlrec.training.artifacts import new_version, sha256_file, staged_version, write_json_atomic
-from tlrec.training.data import Columns, load_catalog, load_interactions
+from tlrec.files import sha256_file, write_json_atomic
+from tlrec.serving.served_model import ServedModel
+from tlrec.training.artifacts import new_version, staged_version
+from tlrec.tables import Columns
+from tlrec.training.data import load_catalog, load_interactions
 from tlrec.training.evaluate import evaluate_segments, write_report
 from tlrec.training.transfer import TransferReport, plot_gains, render_markdown, select_modalities, transfer_report
-from tlrec.training.models import NCFModel
 from tlrec.training.train import build_model, train_into
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def train_job(
     config: dict[str, Any] | None = None,
     modalities: str = "all",
 ) -> Path:
-    """Validate inputs, embed the catalog if no vectors are given, fit, index, publish.
+    """Validate inputs, embed the catalog if no vectors are given, fit, write the version (index included), publish.
 
     ``modalities``: "all", a comma list (e.g. "text,image"), or "auto": measure the
     transfer of each modality on a time-based split of these interactions
@@ -97,11 +98,7 @@ def train_job(
         if vectors is not None:
             manifest["encoders"] = vectors.manifest.get("encoders")
             vectors = _choose_modalities(catalog, interactions, vectors, modalities, model, config, manifest)
-        recommender, info = train_into(stage, catalog, interactions, vectors, model, config)
-        if isinstance(recommender, NCFModel):
-            index = VectorIndex.build(recommender.item_vectors())
-            index.save(stage / INDEX_FILE)
-            info["index"] = {"type": type(index.index).__name__, "dim": index.dim, "ntotal": index.ntotal}
+        _, info = train_into(stage, catalog, interactions, vectors, model, config)  # the complete version
         manifest.update(info)
     logger.info("published artifact %s", artifacts_root / version)
     return artifacts_root / version

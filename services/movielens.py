@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from tlrec.files import write_parquet_atomic
-from tlrec.training.data import Columns, DataError
+from tlrec.tables import Columns, DataError
 
 logger = logging.getLogger(__name__)
 

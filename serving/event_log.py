@@ -1,4 +1,15 @@
-"""The durable, idempotent, segmented event log of one server (see ``serving/events.py`` for the layout).
+"""The durable, idempotent, segmented event log of one server, and the fresh events it feeds.
+
+``EventLog.append`` writes one record per acknowledged batch, ``fsync``s it and only then
+returns: an acknowledged batch survives ``kill -9`` and power loss. A record is
+``MAGIC(4) | length(4) | seq(8) | crc32(payload)(4) | crc32(header)(4) | payload``
+(``serving.event_frames``; ``payload``: UTF-8 JSON ``{"seq", "key", "digest", "received_at",
+"events": [{"user_id", "item_id", "timestamp", "event", "value"}]}``, the interactions contract
+with ``timestamp`` in int seconds); records of the older format (``length | crc32 | payload``)
+are still read. The idempotency window (``serving.event_snapshot``) remembers the keys of the
+last 100,000 keyed batches, at most 24 h old: a retry after that is stored again.
+``tlrec events verify DIR`` reports a log's health without changing it; ``tlrec events compact
+DIR`` compacts a log no server has open.
 
 Files in the events folder:
 

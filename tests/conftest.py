@@ -36,7 +36,7 @@ class World:
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    from tlrec.embeddings.vectors import embed_catalog
+    from tlrec.embeddings.embed_catalog import embed_catalog
     from tlrec.files import write_parquet_atomic
     from tlrec.services.demo_catalog import generate_demo
     from tlrec.services.jobs import train_job

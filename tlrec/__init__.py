@@ -10,7 +10,7 @@ The Python API, the same jobs as the ``tlrec`` command::
     model.recommend_history([["film-0007", "film-0042"]], k=10)   # a new or anonymous user
 
 Layers (each imports only from those before it): the base modules here (``tlrec.errors``,
-``tlrec.files``) -> ``tlrec.embeddings`` -> ``tlrec.training`` -> ``tlrec.serving`` ->
+``tlrec.files``, ``tlrec.tables``, ``tlrec.ray_cluster``) -> ``tlrec.embeddings`` -> ``tlrec.training`` -> ``tlrec.serving`` ->
 ``tlrec.services``. ``docs/architecture.md`` is the map. The functions below import their
 layer when called, so ``import tlrec`` stays cheap.
 """
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tlrec.errors import ConfigError, InputError, TlrecError, UsageError
 
 if TYPE_CHECKING:
-    from tlrec.serving.recommender import ServedModel
+    from tlrec.serving.served_model import ServedModel
 
 __all__ = ["ConfigError", "InputError", "TlrecError", "UsageError", "embed", "load", "train"]
 __version__ = "0.1.0"
@@ -37,7 +37,7 @@ def load(artifacts: str | Path) -> ServedModel:
     ``recommend_history(histories, k)``, ``similar_items(item_id, k)`` and ``popular(k)``
     with external ids, as the API does.
     """
-    from tlrec.serving.recommender import ServedModel
+    from tlrec.serving.served_model import ServedModel
 
     return ServedModel.load(Path(artifacts))
 

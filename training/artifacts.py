@@ -7,6 +7,10 @@ Layout::
       <version>/manifest.json {"version", "created_at", "files": {relpath: {"sha256", "bytes"}}, ...}
       <version>/...           weights (safetensors), index, id maps, metrics.json
 
+What a model version holds (file names, formats) is ``training.model_artifact``'s; this
+module knows versions only as directories of files. Durable writes and checksums are
+``tlrec.files``'.
+
 A version is written into ``ROOT/.staging-<pid>-<host>-<random>``, every file and
 directory fsynced, then renamed into place and ``current`` swapped atomically, so a
 reader never sees a half-written version. Nothing here uses pickle.
@@ -47,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tlrec.errors import TlrecError
+from tlrec.files import fsync_dir, json_bytes
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -69,12 +74,9 @@ __all__ = [
     "read_manifest",
     "resolve_version",
     "safe_join",
-    "sha256_file",
     "staged_version",
     "tensor_array",
     "verify",
-    "write_bytes_atomic",
-    "write_json_atomic",
 ]
 
 MANIFEST = "manifest.json"
@@ -94,72 +96,6 @@ class ArtifactError(TlrecError, ValueError):
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so renames/creations inside it are durable (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _json_default(obj: Any) -> Any:
-    """Make numpy scalars/arrays and paths JSON-serialisable."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
-
-
-def _dumps(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n").encode()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same dir, fsync, ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(path.parent)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented UTF-8 JSON atomically (numpy scalars/arrays allowed)."""
-    write_bytes_atomic(path, _dumps(obj))
 
 
 def safe_join(root: Path, *parts: str) -> Path:
@@ -344,7 +280,7 @@ def _publish(root: Path, staging: Path, version: str, extra: dict[str, Any]) -> 
     }
     doc.update({k: v for k, v in extra.items() if k not in _RESERVED})
     try:
-        data = _dumps(doc)
+        data = json_bytes(doc)
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"{MANIFEST}: manifest is not JSON-serialisable ({exc})") from None
     with open(staging / MANIFEST, "wb") as fh:

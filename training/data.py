@@ -1,227 +1,46 @@
-"""Data contracts for tlrec: reading and validating catalogs and interactions.
+"""Reading and validating the input tables: catalogs, interactions and other events.
 
-Everything that enters training goes through here:
+Everything that enters training goes through here: :func:`load_catalog` /
+:func:`load_interactions` validate the two input tables against the contract in
+:mod:`tlrec.tables` (columns, defaults) and normalise their types;
+:func:`load_events` does the same for per-user events that are not item
+interactions (A/B exposures and outcomes).
 
-* :func:`read_table` reads Parquet, CSV or JSON lines into a polars DataFrame.
-* :func:`load_catalog` / :func:`load_interactions` validate the two input tables
-  against the contracts in ``DESIGN.md`` and normalise their types.
-* :class:`IdMap` maps external string ids to contiguous internal ints.
-* :class:`InteractionData` holds interactions indexed by user and item maps and
-  builds the sparse user x item matrices the models train on.
-
-Bad input raises :class:`DataError`, whose message is a single line naming the
-file, the 1-based data row (header not counted) and the column.
+Bad input raises :class:`tlrec.tables.DataError`, whose message is a single line
+naming the file, the 1-based data row (header not counted) and the column.
+Indexing the validated tables for the models is :mod:`training.id_map` and
+:mod:`training.interaction_data`.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import json
 import logging
 import math
 import os
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import polars as pl
-import scipy.sparse as sp
 
-from tlrec.errors import InputError
+from tlrec.tables import (
+    CATALOG_COLUMNS,
+    CATALOG_MEDIA,
+    CATALOG_REQUIRED,
+    CATALOG_TEXT,
+    DEFAULT_EVENT,
+    DEFAULT_VALUE,
+    INTERACTIONS_COLUMNS,
+    INTERACTIONS_REQUIRED,
+    Columns,
+    DataError,
+    read_table,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "Columns",
-    "DataError",
-    "IdMap",
-    "InteractionData",
-    "load_catalog",
-    "load_events",
-    "load_interactions",
-    "read_table",
-]
-
-
-class Columns:
-    """Column names used across tlrec (use these instead of string literals)."""
-
-    USER = "user_id"
-    ITEM = "item_id"
-    TIMESTAMP = "timestamp"
-    EVENT = "event"
-    VALUE = "value"
-    TITLE = "title"
-    DESCRIPTION = "description"
-    IMAGE_PATH = "image_path"
-    AUDIO_PATH = "audio_path"
-    SCORE = "score"
-    RANK = "rank"
-    USER_IDX = "user_idx"
-    ITEM_IDX = "item_idx"
-
-
-DEFAULT_EVENT = "interaction"
-DEFAULT_VALUE = 1.0
-
-#: Extensions :func:`read_table` accepts, by format.
-TABLE_EXTENSIONS: dict[str, str] = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-}
-
-_MAX_DETAIL = 200
-
-
-def _one_line(text: str, limit: int = _MAX_DETAIL) -> str:
-    """Collapse whitespace so ``text`` fits on one line, cut to ``limit`` chars."""
-    flat = re.sub(r"\s+", " ", str(text)).strip()
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-class DataError(InputError):
-    """User-facing input error; ``str(e)`` is ONE line naming file, row and column.
-
-    ``row`` is the 1-based data row (the CSV header is not counted), ``column``
-    the column name; both are ``None`` when the error is about the whole file.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        row: int | None = None,
-        column: str | None = None,
-    ) -> None:
-        super().__init__(_one_line(message, limit=1000))
-        self.file = file
-        self.row = row
-        self.column = column
-
-    @classmethod
-    def at(
-        cls,
-        path: str | Path,
-        message: str,
-        *,
-        row: int | None = None,
-        column: str | None = None,
-    ) -> DataError:
-        """Build ``"<file> row <row>, column <column>: <message>"`` (parts optional)."""
-        name = Path(path).name
-        where = name
-        if row is not None:
-            where += f" row {row}"
-        if column is not None:
-            where += f", column {column}" if row is not None else f" column {column}"
-        return cls(f"{where}: {message}", file=name, row=row, column=column)
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _csv_bad_row(path: Path) -> int | None:
-    """Return the 1-based data row whose field count differs from the header."""
-    try:
-        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                return None
-            for i, fields in enumerate(reader, start=1):
-                if fields and len(fields) != len(header):
-                    return i
-    except (OSError, csv.Error):
-        return None
-    return None
-
-
-def _jsonl_bad_row(path: Path) -> tuple[int, str] | None:
-    """Return (1-based data row, reason) of the first non-blank line that is not a JSON object."""
-    row = 0
-    try:
-        with path.open(encoding="utf-8") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                row += 1
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    return row, f"not valid JSON ({exc.msg})"
-                if not isinstance(obj, dict):
-                    return row, f"expected a JSON object, got {type(obj).__name__}"
-    except (OSError, UnicodeDecodeError) as exc:
-        return 1, _one_line(str(exc))
-    return None
-
-
-def read_table(path: str | Path, string_columns: Iterable[str] = ()) -> pl.DataFrame:
-    """Read a Parquet (.parquet/.pq), CSV (.csv) or JSON-lines (.jsonl/.ndjson/.json) table.
-
-    Args:
-        path: the file.
-        string_columns: columns read as strings from CSV (so ids like ``"007"``
-            keep their leading zeros); ignored for typed formats and absent columns.
-
-    Returns:
-        A DataFrame with at least one row.
-
-    Raises:
-        DataError: missing file, unknown extension, unreadable/corrupt file or
-            empty table.
-    """
-    path = Path(path)
-    name = path.name
-    if not path.is_file():
-        raise DataError(f"{name}: file not found ({path})", file=name)
-    fmt = TABLE_EXTENSIONS.get(path.suffix.lower())
-    if fmt is None:
-        allowed = ", ".join(TABLE_EXTENSIONS)
-        raise DataError(
-            f"{name}: unknown file extension {path.suffix or '(none)'!r} (allowed: {allowed})",
-            file=name,
-        )
-    try:
-        if fmt == "parquet":
-            df = pl.read_parquet(path)
-        elif fmt == "csv":
-            overrides = {col: pl.String for col in string_columns}
-            df = pl.read_csv(path, schema_overrides=overrides, infer_schema_length=None)
-        else:
-            df = pl.read_ndjson(path, infer_schema_length=None)
-    except pl.exceptions.NoDataError:
-        raise DataError(f"{name}: empty file", file=name) from None
-    except Exception as exc:  # polars, pyarrow and OS errors all mean "unreadable"
-        detail = _one_line(str(exc).split("\n\n")[0])
-        if fmt == "csv":
-            bad = _csv_bad_row(path)
-            if bad is not None:
-                raise DataError.at(
-                    path, f"not a valid CSV file (wrong number of fields; {detail})", row=bad
-                ) from None
-            raise DataError(f"{name}: not a valid CSV file ({detail})", file=name) from None
-        if fmt == "jsonl":
-            bad_json = _jsonl_bad_row(path)
-            if bad_json is not None:
-                row, reason = bad_json
-                raise DataError.at(
-                    path, f"not a valid JSON-lines file: {reason}", row=row
-                ) from None
-            raise DataError(f"{name}: not a valid JSON-lines file ({detail})", file=name) from None
-        raise DataError(f"{name}: not a valid Parquet file ({detail})", file=name) from None
-    if df.height == 0:
-        raise DataError(f"{name}: empty table (no data rows)", file=name)
-    return df
+__all__ = ["load_catalog", "load_events", "load_interactions"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -316,9 +135,9 @@ def load_catalog(path: str | Path) -> pl.DataFrame:
     """
     path = Path(path)
     C = Columns
-    std = [C.ITEM, C.TITLE, C.DESCRIPTION, C.IMAGE_PATH, C.AUDIO_PATH]
+    std = list(CATALOG_COLUMNS)
     df = read_table(path, string_columns=std)
-    _require_columns(df, [C.ITEM, C.TITLE], path)
+    _require_columns(df, CATALOG_REQUIRED, path)
     df = df.with_row_index(_ROW)
     df = _ids_to_str(df, C.ITEM, path)
 
@@ -336,13 +155,13 @@ def load_catalog(path: str | Path) -> pl.DataFrame:
 
     base = path.resolve().parent
     media = []
-    for col in (C.IMAGE_PATH, C.AUDIO_PATH):
+    for col in CATALOG_MEDIA.values():
         if col in df.columns:
             resolved = [_resolve_media(v, base) for v in df[col].cast(pl.String).to_list()]
             media.append(pl.Series(col, resolved, dtype=pl.String))
         else:
             media.append(pl.lit(None, dtype=pl.String).alias(col))
-    df = df.with_columns(_text_or_empty(df, C.TITLE), _text_or_empty(df, C.DESCRIPTION), *media)
+    df = df.with_columns(*(_text_or_empty(df, col) for col in CATALOG_TEXT), *media)
     meta = [c for c in df.columns if c not in std and c != _ROW]
     out = df.select(*std, *meta)
     logger.info("loaded catalog %s: %d items, %d metadata columns", path.name, out.height, len(meta))
@@ -490,7 +309,7 @@ def load_interactions(
     path = Path(path)
     C = Columns
     df = read_table(path, string_columns=(C.USER, C.ITEM, C.EVENT))
-    _require_columns(df, [C.USER, C.ITEM, C.TIMESTAMP], path)
+    _require_columns(df, INTERACTIONS_REQUIRED, path)
     df = df.with_row_index(_ROW)
     df = _ids_to_str(df, C.USER, path)
     df = _ids_to_str(df, C.ITEM, path)
@@ -529,9 +348,7 @@ def load_interactions(
             )
             df = df.filter(~unknown)
 
-    out = df.sort([C.USER, C.TIMESTAMP], maintain_order=True).select(
-        C.USER, C.ITEM, C.TIMESTAMP, C.EVENT, C.VALUE
-    )
+    out = df.sort([C.USER, C.TIMESTAMP], maintain_order=True).select(*INTERACTIONS_COLUMNS)
     logger.info(
         "loaded interactions %s: %d rows, %d users, %d items",
         path.name, out.height, out[C.USER].n_unique(), out[C.ITEM].n_unique(),
@@ -580,205 +397,3 @@ def load_events(
             .fill_null(DEFAULT_EVENT).alias(C.EVENT)
         )
     return df.drop(_ROW)
-
-
-# --------------------------------------------------------------------------- IdMap
-
-
-class IdMap:
-    """External string ids <-> contiguous internal ints ``0..n-1``.
-
-    ``external[i]`` is the external id of internal id ``i``.
-    """
-
-    def __init__(self, external: Sequence[str] | pl.Series | np.ndarray) -> None:
-        values = external.to_list() if isinstance(external, pl.Series) else list(external)
-        index: dict[str, int] = {}
-        for i, ext in enumerate(values):
-            if not isinstance(ext, str):
-                raise TypeError(f"IdMap ids must be str, got {type(ext).__name__} {ext!r} at {i}")
-            if ext in index:
-                raise ValueError(f"duplicate id {ext!r} at positions {index[ext]} and {i}")
-            index[ext] = i
-        arr = np.empty(len(values), dtype=object)
-        arr[:] = [str(v) for v in values]
-        arr.flags.writeable = False
-        self.external: np.ndarray = arr
-        self._index = index
-
-    @classmethod
-    def from_values(cls, values: Iterable[str] | pl.Series) -> IdMap:
-        """Unique values in order of first appearance."""
-        if isinstance(values, pl.Series):
-            return cls(values.unique(maintain_order=True).to_list())
-        return cls(list(dict.fromkeys(values)))
-
-    def __len__(self) -> int:
-        return len(self.external)
-
-    def __contains__(self, ext: object) -> bool:
-        return ext in self._index
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, IdMap):
-            return NotImplemented
-        return len(self) == len(other) and bool(np.array_equal(self.external, other.external))
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        head = ", ".join(repr(x) for x in self.external[:3])
-        more = ", ..." if len(self) > 3 else ""
-        return f"IdMap(n={len(self)}: [{head}{more}])"
-
-    def to_internal(
-        self,
-        ids: Sequence[str] | pl.Series | np.ndarray,
-        missing: Literal["raise", "ignore"] = "raise",
-    ) -> np.ndarray:
-        """External ids -> int64 array ``[len(ids)]``.
-
-        ``missing="ignore"`` gives -1 for unknown ids; ``"raise"`` raises
-        KeyError naming the first unknown id.
-        """
-        if missing not in ("raise", "ignore"):
-            raise ValueError(f"missing must be 'raise' or 'ignore', got {missing!r}")
-        values = ids.to_list() if isinstance(ids, pl.Series) else ids
-        get = self._index.get
-        out = np.fromiter((get(x, -1) for x in values), dtype=np.int64, count=len(values))
-        if missing == "raise" and out.size and (out < 0).any():
-            first = values[int(np.flatnonzero(out < 0)[0])]
-            raise KeyError(f"unknown id {first!r}")
-        return out
-
-    def to_external(self, idx: np.ndarray | Sequence[int]) -> list[str]:
-        """Internal ids ``[n]`` -> external ids; IndexError for anything outside ``0..n-1``."""
-        arr = np.asarray(idx)
-        if arr.size == 0:
-            return []
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"internal ids must be integers, got dtype {arr.dtype}")
-        bad = (arr < 0) | (arr >= len(self))
-        if bad.any():
-            raise IndexError(f"internal id {int(arr[bad][0])} out of range 0..{len(self) - 1}")
-        return self.external[arr.ravel()].tolist()
-
-    def save(self, path: Path) -> None:
-        """Write the ids as a JSON list of strings (atomically)."""
-        from tlrec.training.artifacts import write_json_atomic
-
-        write_json_atomic(Path(path), self.external.tolist())
-
-    @classmethod
-    def load(cls, path: Path) -> IdMap:
-        """Read a map written by :meth:`save`; DataError if the file is not a JSON list of strings."""
-        path = Path(path)
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"{path.name}: file not found ({path})", file=path.name) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(
-                f"{path.name}: not a valid id map ({_one_line(str(exc))})", file=path.name
-            ) from None
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise DataError(f"{path.name}: not a valid id map (expected a JSON list of strings)",
-                            file=path.name)
-        try:
-            return cls(values)
-        except ValueError as exc:
-            raise DataError(f"{path.name}: not a valid id map ({exc})", file=path.name) from None
-
-
-# --------------------------------------------------------------------------- InteractionData
-
-
-@dataclass
-class InteractionData:
-    """Interactions indexed for training: items = the whole catalog (so items
-    without interactions have indices).
-
-    ``interactions`` has user_id, item_id, timestamp, event, value plus
-    ``user_idx`` and ``item_idx`` (Int64) in ``users`` / ``items``.
-    """
-
-    interactions: pl.DataFrame
-    users: IdMap
-    items: IdMap
-
-    @classmethod
-    def build(
-        cls, interactions: pl.DataFrame, items: IdMap, users: IdMap | None = None
-    ) -> InteractionData:
-        """Index ``interactions`` by ``items`` (and ``users``).
-
-        Rows whose item is not in ``items`` (or whose user is not in ``users``,
-        when given) are dropped with a warning. Without ``users`` the map is
-        built from the remaining rows in order of first appearance (which is
-        sorted order for the output of :func:`load_interactions`).
-        """
-        C = Columns
-        missing = [c for c in (C.USER, C.ITEM) if c not in interactions.columns]
-        if missing:
-            raise DataError(
-                f"interactions missing column(s) {missing} (found: {', '.join(interactions.columns)})"
-            )
-        df = interactions.drop([c for c in (C.USER_IDX, C.ITEM_IDX) if c in interactions.columns])
-        df = df.with_columns(pl.col(C.USER).cast(pl.String), pl.col(C.ITEM).cast(pl.String))
-        item_idx = items.to_internal(df[C.ITEM], missing="ignore")
-        keep = item_idx >= 0
-        n_drop_items = int((~keep).sum())
-        if users is not None:
-            user_idx = users.to_internal(df[C.USER], missing="ignore")
-            keep &= user_idx >= 0
-        n_drop = int((~keep).sum())
-        if n_drop:
-            logger.warning(
-                "dropped %d of %d interactions (%d with unknown items, %d with unknown users)",
-                n_drop, df.height, n_drop_items, n_drop - n_drop_items,
-            )
-            df = df.filter(pl.Series(keep))
-            item_idx = item_idx[keep]
-        if users is None:
-            users = IdMap.from_values(df[C.USER])
-            user_idx = users.to_internal(df[C.USER])
-        else:
-            user_idx = user_idx[keep]
-        df = df.with_columns(
-            pl.Series(C.USER_IDX, user_idx, dtype=pl.Int64),
-            pl.Series(C.ITEM_IDX, item_idx, dtype=pl.Int64),
-        )
-        return cls(interactions=df, users=users, items=items)
-
-    @property
-    def n_users(self) -> int:
-        return len(self.users)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.items)
-
-    def matrix(self, binary: bool = True) -> sp.csr_matrix:
-        """User x item matrix, float32 ``[n_users, n_items]``.
-
-        ``binary=True``: 1 wherever the user has any interaction with the item;
-        else the sum of ``value`` over the pair's interactions.
-        """
-        df = self.interactions
-        rows = df[Columns.USER_IDX].to_numpy().astype(np.int64, copy=False)
-        cols = df[Columns.ITEM_IDX].to_numpy().astype(np.int64, copy=False)
-        if binary or Columns.VALUE not in df.columns:
-            data = np.ones(len(rows), dtype=np.float32)
-        else:
-            data = df[Columns.VALUE].cast(pl.Float64).fill_null(DEFAULT_VALUE).to_numpy()
-        mat = sp.coo_matrix(
-            (data, (rows, cols)), shape=(self.n_users, self.n_items)
-        ).tocsr()  # sums duplicates
-        mat.sum_duplicates()
-        if binary:
-            mat.data[:] = 1.0
-        return mat.astype(np.float32)
-
-    def seen(self) -> sp.csr_matrix:
-        """Same as ``matrix(binary=True)``: which items each user has interacted with."""
-        return self.matrix(binary=True)

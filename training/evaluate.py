@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tlrec.training.data import Columns
+from tlrec.tables import Columns
 from tlrec.training.metrics import evaluate_rankings
 
 logger = logging.getLogger(__name__)

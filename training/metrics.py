@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tlrec.training.data import Columns
+from tlrec.tables import Columns
 
 logger = logging.getLogger(__name__)
 

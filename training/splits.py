@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from tlrec.errors import UsageError
-from tlrec.training.data import Columns, DataError
+from tlrec.tables import Columns, DataError
 
 logger = logging.getLogger(__name__)
 

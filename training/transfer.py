@@ -38,7 +38,9 @@ from pydantic import ValidationError
 from tlrec.embeddings.fusion import fuse
 from tlrec.embeddings.vectors import ItemVectors
 from tlrec.errors import ConfigError, UsageError
-from tlrec.training.data import Columns, IdMap, InteractionData
+from tlrec.tables import Columns
+from tlrec.training.id_map import IdMap
+from tlrec.training.interaction_data import InteractionData
 from tlrec.training.metrics import ndcg_at_k, recall_at_k
 from tlrec.training.models import NCFConfig, NCFModel
 from tlrec.training.splits import cold_item_split, temporal_split

@@ -1,8 +1,8 @@
 """Analyse an experiment: per-variant metrics, effects against control, SRM, CUPED, sequential test.
 
-:func:`analyze` takes validated frames (``services.ab.events``) and returns an
+:func:`analyze` takes validated frames (``services.ab.inputs``) and returns an
 :class:`Analysis` whose :meth:`Analysis.to_dict` is what ``tlrec ab analyze --json``
-prints. Per metric (``services.ab.metrics.METRICS``) and treatment variant:
+prints. Per metric (``services.ab.outcomes.METRICS``) and treatment variant:
 
 * Welch t-test of the per-user metric, treatment - control, with its
   ``1 - alpha`` interval (``alpha`` from the experiment, default 0.05) and
@@ -26,13 +26,19 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from tlrec.services.ab.outcomes import EXPOSURES, FIRST, METRICS, pre, user_metrics
+from tlrec.services.ab.stats import (
+    cuped_adjust,
+    cuped_theta,
+    mean_ci,
+    msprt_p_values,
+    srm_test,
+    welch,
+)
+from tlrec.serving.experiments import VARIANT, Experiment
+from tlrec.tables import Columns, DataError
 
-from tlrec.serving.experiments import Experiment
-from tlrec.services.ab.events import VARIANT
-from tlrec.services.ab.metrics import EXPOSURES, FIRST, METRICS, pre, user_metrics
-from tlrec.services.ab.stats import cuped_adjust, cuped_theta, mean_ci, msprt_p_values, srm_test, welch
 from tlrec.errors import UsageError
-from tlrec.training.data import Columns, DataError
 
 DEFAULT_LOOKS = 20
 

@@ -11,12 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
-
-from tlrec.serving.experiments import Experiment, assign_many
-from tlrec.services.ab.events import EXPERIMENT, VARIANT
-from tlrec.files import write_parquet_atomic
 from tlrec.services.files import read_id_list
-from tlrec.training.data import Columns
+from tlrec.serving.experiments import EXPERIMENT, VARIANT, Experiment, assign_many
+from tlrec.tables import Columns
+
+from tlrec.files import write_parquet_atomic
 
 logger = logging.getLogger(__name__)
 

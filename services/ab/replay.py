@@ -36,14 +36,19 @@ from typing import Any
 import numpy as np
 import polars as pl
 from scipy import stats
+from tlrec.services.ab.analysis import DEFAULT_LOOKS, Analysis, analyze
+from tlrec.services.ab.stats import team_draft
+from tlrec.serving.experiments import (
+    EXPERIMENT,
+    VARIANT,
+    Experiment,
+    assign_many,
+    resolve_artifact,
+)
+from tlrec.serving.served_model import ServedModel
+from tlrec.tables import Columns, DataError
 
 from tlrec.errors import UsageError
-from tlrec.serving.experiments import Experiment, assign_many, resolve_artifact
-from tlrec.serving.recommender import ServedModel
-from tlrec.services.ab.analysis import DEFAULT_LOOKS, Analysis, analyze
-from tlrec.services.ab.events import EXPERIMENT, VARIANT
-from tlrec.services.ab.stats import team_draft
-from tlrec.training.data import Columns, DataError
 
 logger = logging.getLogger(__name__)
 

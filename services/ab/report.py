@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tlrec.services.ab.analysis import Analysis
-from tlrec.services.ab.metrics import METRICS
-from tlrec.training.artifacts import write_bytes_atomic
+from tlrec.services.ab.outcomes import METRICS
+from tlrec.files import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -23,14 +23,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tlrec.serving.api import service, threads
 from tlrec.serving.api.batching import MicroBatcher
 from tlrec.serving.api.deps import ServiceState
-from tlrec.serving.api.exposures import ExposureRecorder
+from tlrec.serving.api.exposure_recorder import ExposureRecorder
 from tlrec.serving.api.middleware import BodyLimitMiddleware
 from tlrec.serving.api.routes import admin, events, health, recommendations
 from tlrec.serving.api.variants import ModelSet, load_model_set
-from tlrec.serving.events import EventLog, FreshEvents
-from tlrec.serving.experiments import ExposureLog
-from tlrec.serving.metrics import Metrics, MetricsMiddleware
-from tlrec.serving.recommender import ServedModel
+from tlrec.serving.event_log import EventLog
+from tlrec.serving.event_snapshot import FreshEvents
+from tlrec.serving.exposure_log import ExposureLog
+from tlrec.serving.api.prometheus import Metrics, MetricsMiddleware
+from tlrec.serving.served_model import ServedModel
 from tlrec.serving.settings import Settings
 from tlrec.training.artifacts import resolve_version
 

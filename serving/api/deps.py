@@ -17,12 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 
 from tlrec.serving.api.batching import MicroBatcher
-from tlrec.serving.api.exposures import ExposureRecorder
+from tlrec.serving.api.exposure_recorder import ExposureRecorder
 from tlrec.serving.api.threads import ModelThreads
 from tlrec.serving.api.variants import ModelSet
-from tlrec.serving.events import EventLog, FreshEvents
-from tlrec.serving.metrics import Metrics
-from tlrec.serving.recommender import ServedModel
+from tlrec.serving.event_log import EventLog
+from tlrec.serving.event_snapshot import FreshEvents
+from tlrec.serving.api.prometheus import Metrics
+from tlrec.serving.served_model import ServedModel
 from tlrec.serving.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"

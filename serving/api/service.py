@@ -24,6 +24,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import HTTPException
 
+from tlrec.errors import one_line
 from tlrec.serving.api import threads
 from tlrec.serving.api.deps import ServiceState
 from tlrec.serving.api.schemas import (
@@ -37,8 +38,8 @@ from tlrec.serving.api.schemas import (
     VariantOut,
 )
 from tlrec.serving.api.variants import Arm, ModelSet, load_model_set
-from tlrec.serving.events import EventLogError, IdempotencyConflict, batch_digest
-from tlrec.serving.recommender import Recommendations, ServedModel
+from tlrec.serving.event_log import EventLogError, IdempotencyConflict, batch_digest
+from tlrec.serving.served_model import Recommendations, ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -268,10 +269,6 @@ async def ingest_events(state: ServiceState, events: Sequence[EventIn], key: str
 
 
 # ---------------------------------------------------------------------------- reload
-def _one_line(exc: BaseException) -> str:
-    return " ".join((str(exc) or type(exc).__name__).split())[:500]
-
-
 def _variants(models: ModelSet) -> list[VariantOut]:
     return [VariantOut(experiment=a.experiment, variant=a.variant, model_version=a.model.version) for a in models.arms]
 
@@ -301,8 +298,8 @@ async def reload_model(state: ServiceState) -> ReloadOut:
                 threads.run, load_model_set, state.settings, load_and_warm, old.loaded if old else None)
         except Exception as exc:  # noqa: BLE001 - refuse whatever cannot be served
             state.metrics.reloads.labels("refused").inc()
-            logger.warning("reload refused: %s", _one_line(exc))
-            raise HTTPException(status_code=409, detail=f"reload refused: {_one_line(exc)}") from None
+            logger.warning("reload refused: %s", one_line(exc, 500))
+            raise HTTPException(status_code=409, detail=f"reload refused: {one_line(exc, 500)}") from None
         previous = old.default.version if old is not None else None
         if old is not None and new.signature() == old.signature():
             state.metrics.reloads.labels("unchanged").inc()

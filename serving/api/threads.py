@@ -2,11 +2,10 @@
 
 OpenMP's thread count is per calling thread: ``faiss.omp_set_num_threads`` in the main
 thread does not reach worker threads, which then start as many OpenMP threads as there
-are cores. On a busy machine those spin against each other (we measured a 1 ms call
-taking 30-40 ms). So every worker sets the counts when it starts (``configure_thread``),
-and ``run`` does the same for threads this module did not start (reload, start-up).
-Multi-threaded BLAS is as bad here (a 10,000 x 65 matrix-vector product: 0.1 ms on one
-thread, up to 3 ms on two busy ones), so BLAS pools get the same limit.
+are cores. On a busy machine those spin against each other and a short call takes many
+times as long. So every worker sets the counts when it starts (``configure_thread``), and
+``run`` does the same for threads this module did not start (reload, start-up).
+Multi-threaded BLAS suffers the same way on small products, so BLAS pools get the same limit.
 """
 
 from __future__ import annotations
@@ -30,9 +29,9 @@ def configure(intra_op_threads: int) -> None:
     """Set the torch/FAISS thread count used by every model thread (and by this one).
 
     Also sets where exact (flat) FAISS search switches from its per-query SIMD loop to
-    BLAS: from 4 queries on (measured on a 10,000 x 65 index, one thread: 1 query 0.17 ms
-    by SIMD vs 0.44 ms by BLAS; 16 queries 3.2 ms vs 1.6 ms; this build's default switches
-    only at 128,000 queries, which leaves micro-batches on the slow path).
+    BLAS: from ``BLAS_FROM_QUERIES`` queries on (one query is faster by SIMD, a handful
+    already faster by BLAS; the FAISS default switches only at 128,000 queries, which
+    leaves micro-batches on the slow path; see ``bench/results/api_load.md``).
     """
     global _intra_op
     import faiss

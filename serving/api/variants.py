@@ -25,10 +25,10 @@ from pathlib import Path
 
 from tlrec.errors import UsageError
 from tlrec.serving.experiments import Experiment, assign_variant, load_experiment, resolve_artifact
-from tlrec.serving.recommender import ServedModel
+from tlrec.serving.served_model import ServedModel
 from tlrec.serving.settings import Settings
 from tlrec.training.artifacts import ArtifactError, resolve_version
-from tlrec.training.data import DataError
+from tlrec.tables import DataError
 
 logger = logging.getLogger(__name__)
 

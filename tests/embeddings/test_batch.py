@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from tlrec.embeddings.batch import _layout, embed_catalog_ray
-from tlrec.embeddings.vectors import embed_catalog, load_item_vectors
+from tlrec.embeddings.embed_catalog import embed_catalog
+from tlrec.embeddings.vectors import load_item_vectors
 
 TITLES = ["A red bicycle", "Blue running shoes", "A mystery novel", "Jazz record", "Garden hose", "Black tea",
           "Wool socks", "Desk lamp"]
@@ -191,7 +192,8 @@ class _FakeEncoder:
 def test_assembly_drops_rows_of_a_batch_delivered_twice(tmp_path):
     """A retried batch whose first result was also delivered: each item is written once, in order."""
     from tlrec.embeddings.batch import _assemble
-    from tlrec.embeddings.vectors import ManifestBuilder, VectorsFileWriter, embed_rows
+    from tlrec.embeddings.embed_catalog import embed_rows
+    from tlrec.embeddings.vectors_writer import ManifestBuilder, VectorsFileWriter
 
     catalog = _text_catalog(6)
     results = []

@@ -59,7 +59,7 @@ def test_train_finetunes_the_text_layers(world, tmp_path):
     from typer.testing import CliRunner
 
     from tlrec.embeddings.vectors import load_item_vectors
-    from tlrec.serving.recommender import ServedModel
+    from tlrec.serving.served_model import ServedModel
     from tlrec.services.cli import app
 
     out = tmp_path / "artifacts"

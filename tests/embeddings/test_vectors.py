@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from tlrec.embeddings.fusion import fuse
-from tlrec.embeddings.vectors import embed_catalog, load_item_vectors, manifest_path
+from tlrec.embeddings.embed_catalog import embed_catalog
+from tlrec.embeddings.vectors import load_item_vectors, manifest_path
 
 
 def _sha(data: bytes) -> str:
@@ -108,7 +109,7 @@ def test_failure_while_writing_leaves_previous_output_intact(tmp_path, monkeypat
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("tlrec.embeddings.vectors.json_bytes", boom)
+    monkeypatch.setattr("tlrec.embeddings.vectors_writer.json_bytes", boom)
     with pytest.raises(OSError, match="disk full"):
         embed_catalog(pl.DataFrame({"item_id": ["y"], "title": ["a chair"]}), out, progress=False)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp files, old files kept

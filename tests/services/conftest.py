@@ -30,18 +30,13 @@ class TinyWorld:
 
 
 def _publish(root: Path, catalog: pl.DataFrame, train: pl.DataFrame, model: str, config: dict) -> Path:
-    from tlrec.serving.index import VectorIndex
-    from tlrec.serving.recommender import INDEX_FILE
     from tlrec.training.artifacts import new_version, staged_version
-    from tlrec.training.models import NCFModel
     from tlrec.training.train import train_into
 
     version = f"{new_version()}-{model}"
     manifest: dict = {}
     with staged_version(root, version=version, manifest=manifest) as stage:
-        recommender, info = train_into(stage, catalog, train, None, model, config)
-        if isinstance(recommender, NCFModel):
-            VectorIndex.build(recommender.item_vectors()).save(stage / INDEX_FILE)
+        _, info = train_into(stage, catalog, train, None, model, config)  # model, fallback, id maps, index
         manifest.update(info)
     return root / version
 

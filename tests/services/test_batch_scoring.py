@@ -119,7 +119,7 @@ def _truncated_copy(src, dst):
     import json
     import shutil
 
-    from tlrec.training.artifacts import sha256_file
+    from tlrec.files import sha256_file
 
     bad = shutil.copytree(src, dst)
     weights = bad / "model" / "weights.safetensors"

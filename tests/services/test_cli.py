@@ -326,7 +326,7 @@ def test_expected_failures_exit_2(tmp_path, monkeypatch, exc):
     import tlrec.services.batch_scoring as batch_scoring
     from tlrec.errors import ConfigError, UsageError
     from tlrec.training.artifacts import ArtifactError
-    from tlrec.training.data import DataError
+    from tlrec.tables import DataError
 
     for error in (exc, DataError("u.csv row 3, column user_id: empty"), ArtifactError("/v/items.json: missing"),
                   UsageError("--k must be >= 1, got 0"), ConfigError("unknown model 'x'")):

@@ -7,19 +7,14 @@ import os
 import zlib
 
 import pytest
-
-from tlrec.serving.events import (
-    HEADER,
+from tlrec.serving.event_frames import HEADER, MAGIC, encode_record, iter_events, scan
+from tlrec.serving.event_log import (
     LOG_NAME,
-    MAGIC,
     EventLog,
     EventLogError,
-    FreshEvents,
     IdempotencyConflict,
-    encode_record,
-    iter_events,
-    scan,
 )
+from tlrec.serving.event_snapshot import FreshEvents
 
 
 def _batch(n: int, user: str = "u1") -> list[dict]:

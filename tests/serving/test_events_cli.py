@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from tlrec.serving.event_frames import Frame, scan_bytes
-from tlrec.serving.events import LOG_NAME, EventLog, FreshEvents, iter_all_events
-from tlrec.serving.experiments import ExposureLog
 from tlrec.services.cli import app
+from tlrec.serving.event_frames import Frame, scan_bytes
+from tlrec.serving.event_log import LOG_NAME, EventLog, iter_all_events
+from tlrec.serving.event_snapshot import FreshEvents
+from tlrec.serving.exposure_log import ExposureLog
+from typer.testing import CliRunner
 
 
 @pytest.fixture(autouse=True)

@@ -13,10 +13,14 @@ import threading
 
 import polars as pl
 import pytest
-
 from tlrec.serving import event_log
-from tlrec.serving.event_snapshot import ARCHIVE_DIR, SNAPSHOT_NAME, KeyWindow
-from tlrec.serving.events import LOG_NAME, EventLog, EventLogError, FreshEvents, iter_all_events
+from tlrec.serving.event_log import LOG_NAME, EventLog, EventLogError, iter_all_events
+from tlrec.serving.event_snapshot import (
+    ARCHIVE_DIR,
+    SNAPSHOT_NAME,
+    FreshEvents,
+    KeyWindow,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -15,8 +15,8 @@ from collections import Counter
 
 import httpx
 import polars as pl
-
-from tlrec.serving.events import LOG_NAME, encode_record, scan
+from tlrec.serving.event_frames import encode_record, scan
+from tlrec.serving.event_log import LOG_NAME
 
 TRIALS = 3
 CLIENTS = 4

@@ -17,11 +17,11 @@ import zlib
 from pathlib import Path
 
 import pytest
-
-from tlrec.serving.event_frames import Frame, scan_bytes
-from tlrec.serving.events import LOG_NAME, EventLog, FreshEvents, scan
-from tlrec.serving.experiments import ExposureLog
-from tlrec.serving.metrics import Metrics
+from tlrec.serving.api.prometheus import Metrics
+from tlrec.serving.event_frames import Frame, scan, scan_bytes
+from tlrec.serving.event_log import LOG_NAME, EventLog
+from tlrec.serving.event_snapshot import FreshEvents
+from tlrec.serving.exposure_log import ExposureLog
 
 BATCHES = 300
 TRIALS = 60
@@ -164,7 +164,6 @@ def test_app_counts_corrupt_records_at_start_up(tmp_path):
     import time
 
     from fastapi.testclient import TestClient
-
     from tlrec.serving.api.app import create_app
     from tlrec.serving.settings import Settings
 

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tlrec.serving.experiments import (
     Experiment,
-    ExposureLog,
     assign_many,
     assign_variant,
     hash_buckets,
@@ -23,7 +21,8 @@ from tlrec.serving.experiments import (
     parse_experiment,
     resolve_artifact,
 )
-from tlrec.training.data import DataError
+from tlrec.serving.exposure_log import ExposureLog
+from tlrec.tables import DataError
 
 YAML = """\
 name: ranker-v2
@@ -185,7 +184,7 @@ def test_exposure_log_one_line_per_user_and_experiment(tmp_path):
 
 
 def test_exposure_log_reads_with_the_analysis_loader(tmp_path):
-    from tlrec.services.ab.events import load_exposures
+    from tlrec.services.ab.inputs import load_exposures
 
     path = tmp_path / "exposures.jsonl"
     with ExposureLog(path) as log:
@@ -230,7 +229,7 @@ def test_exposure_log_across_writers_and_threads(tmp_path):
 
 def test_exposure_log_across_processes(tmp_path):
     path = tmp_path / "exposures.jsonl"
-    code = ("import sys\nfrom serving.experiments import ExposureLog\n"
+    code = ("import sys\nfrom tlrec.serving.exposure_log import ExposureLog\n"
             "with ExposureLog(sys.argv[1]) as log:\n"
             "    for u in range(300):\n"
             "        log.log(f'u{(u * int(sys.argv[2])) % 300}', 'exp', 'control', 1.0)\n")

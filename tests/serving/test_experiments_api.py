@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
-from tlrec.serving.api.exposures import ExposureRecorder
-from tlrec.serving.experiments import ExposureLog, assign_variant, load_experiment
-from tlrec.serving.metrics import Metrics
-from tlrec.serving.recommender import ServedModel
+from tlrec.serving.api.exposure_recorder import ExposureRecorder
+from tlrec.serving.api.prometheus import Metrics
+from tlrec.serving.experiments import assign_variant, load_experiment
+from tlrec.serving.exposure_log import ExposureLog
+from tlrec.serving.served_model import ServedModel
 from tlrec.serving.settings import Settings
 
 K = 8
@@ -149,9 +149,8 @@ def test_one_exposure_per_user_and_experiment(ab):
 
 
 def test_ab_analyze_reads_the_served_exposures(ab, tmp_path):
-    from typer.testing import CliRunner
-
     from tlrec.services.cli import app
+    from typer.testing import CliRunner
 
     lines = [json.loads(line) for line in ab["exposures"].read_text().splitlines()]
     rng = np.random.default_rng(0)

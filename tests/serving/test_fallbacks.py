@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from tlrec.serving.api.app import create_app
 from tlrec.serving.api.batching import MicroBatcher
 from tlrec.serving.api.service import run_user_batch
-from tlrec.serving.recommender import ServedModel
+from tlrec.serving.served_model import ServedModel
 from tlrec.serving.settings import Settings
 
 DEADLINE_MS = 300

@@ -16,9 +16,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tlrec.serving.index import VectorIndex
-from tlrec.serving.recommender import INDEX_FILE
-from tlrec.training.artifacts import sha256_file
+from tlrec.files import sha256_file
+from tlrec.training.index import VectorIndex
+from tlrec.training.model_artifact import INDEX_FILE
 
 CLIENTS = 6
 # (version to point `current` at, expected refusal text or None for a good one)

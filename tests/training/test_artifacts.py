@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tlrec.files import sha256_file, write_bytes_atomic, write_json_atomic
 from tlrec.training.artifacts import (
     ArtifactError,
     checked_csr,
@@ -22,12 +23,9 @@ from tlrec.training.artifacts import (
     read_manifest,
     resolve_version,
     safe_join,
-    sha256_file,
     staged_version,
     tensor_array,
     verify,
-    write_bytes_atomic,
-    write_json_atomic,
 )
 
 

@@ -12,7 +12,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tlrec.training.data import Columns, IdMap, InteractionData
+from tlrec.tables import Columns
+from tlrec.training.id_map import IdMap
+from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models import (
     MODELS,
     EASEConfig,

@@ -9,7 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tlrec.training.data import Columns, IdMap, InteractionData
+from tlrec.tables import Columns
+from tlrec.training.id_map import IdMap
+from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models import MODELS, ContentProfileConfig, ContentProfileModel, get_model_class
 
 # items 0-3: cluster A (+x), items 4-7: cluster B (+y); items 3 and 7 are never interacted with (cold)

@@ -1,4 +1,4 @@
-"""Tests for training/data.py: reading, validation messages, timestamps, IdMap, InteractionData."""
+"""Tests for training/data.py (validation messages, timestamps), IdMap, InteractionData."""
 
 from __future__ import annotations
 
@@ -11,15 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tlrec.training.data import (
-    Columns,
-    DataError,
-    IdMap,
-    InteractionData,
-    load_catalog,
-    load_interactions,
-    read_table,
-)
+from tlrec.tables import Columns, DataError
+from tlrec.training.data import load_catalog, load_interactions
+from tlrec.training.id_map import IdMap
+from tlrec.training.interaction_data import InteractionData
 
 C = Columns
 
@@ -35,73 +30,6 @@ def assert_one_line(err: pytest.ExceptionInfo, *fragments: str) -> str:
     for frag in fragments:
         assert frag in msg, f"{frag!r} not in {msg!r}"
     return msg
-
-
-# --------------------------------------------------------------------------- read_table
-
-FRAME = pl.DataFrame({"item_id": ["a", "b"], "n": [1, 2], "x": [0.5, None]})
-
-
-@pytest.mark.parametrize("suffix", [".parquet", ".pq", ".csv", ".jsonl", ".ndjson", ".json"])
-def test_read_table_round_trips_every_format(tmp_path: Path, suffix: str) -> None:
-    path = tmp_path / f"t{suffix}"
-    if suffix in (".parquet", ".pq"):
-        FRAME.write_parquet(path)
-    elif suffix == ".csv":
-        FRAME.write_csv(path)
-    else:
-        FRAME.write_ndjson(path)
-    got = read_table(path)
-    assert got.equals(FRAME)
-
-
-def test_read_table_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(DataError) as err:
-        read_table(tmp_path / "nope.csv")
-    assert_one_line(err, "nope.csv", "not found")
-
-
-def test_read_table_unknown_extension_names_allowed(tmp_path: Path) -> None:
-    path = write(tmp_path / "data.xlsx", "x")
-    with pytest.raises(DataError) as err:
-        read_table(path)
-    assert_one_line(err, "data.xlsx", ".xlsx", ".parquet", ".csv", ".jsonl")
-
-
-def test_read_table_corrupt_parquet(tmp_path: Path) -> None:
-    path = tmp_path / "catalog.parquet"
-    path.write_bytes(b"definitely not parquet")
-    with pytest.raises(DataError) as err:
-        read_table(path)
-    assert_one_line(err, "catalog.parquet: not a valid Parquet file (")
-
-
-def test_read_table_corrupt_jsonl_names_row(tmp_path: Path) -> None:
-    path = write(tmp_path / "events.jsonl", '{"a": 1}\n{"a": 2}\n{oops\n')
-    with pytest.raises(DataError) as err:
-        read_table(path)
-    assert_one_line(err, "events.jsonl row 3", "JSON")
-    assert err.value.row == 3
-
-
-def test_read_table_ragged_csv_names_row(tmp_path: Path) -> None:
-    path = write(tmp_path / "t.csv", "a,b\n1,2\n3,4\n5,6,7\n")
-    with pytest.raises(DataError) as err:
-        read_table(path)
-    assert_one_line(err, "t.csv row 3", "CSV")
-
-
-@pytest.mark.parametrize("content", ["", "a,b\n"])
-def test_read_table_empty(tmp_path: Path, content: str) -> None:
-    path = write(tmp_path / "empty.csv", content)
-    with pytest.raises(DataError) as err:
-        read_table(path)
-    assert_one_line(err, "empty.csv", "empty")
-
-
-def test_read_table_keeps_leading_zeros_for_string_columns(tmp_path: Path) -> None:
-    path = write(tmp_path / "t.csv", "item_id,n\n007,1\n")
-    assert read_table(path, string_columns=["item_id"])["item_id"].to_list() == ["007"]
 
 
 # --------------------------------------------------------------------------- load_catalog

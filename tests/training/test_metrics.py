@@ -22,7 +22,7 @@ import math
 import polars as pl
 import pytest
 
-from tlrec.training.data import Columns
+from tlrec.tables import Columns
 from tlrec.training.metrics import (
     catalog_coverage,
     evaluate_rankings,

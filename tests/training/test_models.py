@@ -12,7 +12,9 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from tlrec.training.data import Columns, IdMap, InteractionData
+from tlrec.tables import Columns
+from tlrec.training.id_map import IdMap
+from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models import MODELS, NCFConfig, NCFModel, PopularityModel, get_model_class
 
 N_GROUPS = 4
@@ -253,7 +255,7 @@ def test_ncf_auto_recency_is_chosen_and_saved(group_data, tmp_path):
     data, content, _ = group_data
     model = NCFModel(NCFConfig(dim=16, content_hidden=32, epochs=20, batch_users=16, eval_every=5,
                                progress=False, lr=1e-2)).fit(data, content)
-    from tlrec.training.models.ncf import RECENCY_GRID
+    from tlrec.training.models.ncf_fit import RECENCY_GRID
 
     half_life = float(model.net.half_life) or None
     assert half_life in RECENCY_GRID
@@ -263,7 +265,7 @@ def test_ncf_auto_recency_is_chosen_and_saved(group_data, tmp_path):
 
 
 def test_content_neighbours_known_answer():
-    from tlrec.training.models.ncf import content_neighbours
+    from tlrec.training.models.ncf_fit import content_neighbours
 
     content = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.7, 0.7]], np.float32)
     pool = np.array([0, 1, 2, 3])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from tlrec.training.data import Columns
+from tlrec.tables import Columns
 from tlrec.training.splits import cold_item_split, global_temporal_split, temporal_split
 
 C = Columns

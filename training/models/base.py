@@ -1,6 +1,6 @@
 """One interface for every recommender model.
 
-Models work on internal contiguous ids only (see ``training.data.IdMap``); external
+Models work on internal contiguous ids only (see ``training.id_map.IdMap``); external
 string ids live at the edges (``serving``, ``services``). A model is fitted on an
 ``InteractionData`` whose item index is the whole catalog, so items with no
 interactions still have a row and, for content-aware models, a score.
@@ -8,6 +8,14 @@ interactions still have a row and, for content-aware models, a score.
 Public methods validate and delegate to private ``_fit`` / ``_score`` (the RecTools
 pattern). A model saves to a directory as ``config.json`` (its pydantic config, JSON
 round-trip) and ``weights.safetensors``; nothing is pickled.
+
+A model with the **retrieval** capability (``Recommender.retrieval``) scores by an inner
+product between query vectors (users, or ad-hoc histories) and item vectors, which an index
+can search, and re-ranks a candidate set. Its ``recommend`` and ``recommend_history`` then
+run one path, :meth:`Recommender.retrieve_rank`: retrieve each row's ``retrieval_depth`` best
+items by inner product outside the excluded (seen) items, rank them, keep the top k. Serving
+runs the same path with its FAISS index doing the retrieval (``drop_excluded`` drops the seen
+items from the index's answers, vectorised over the batch).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Self
 
@@ -26,12 +35,22 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors.torch import save_file
 
 from tlrec.training.artifacts import ArtifactError, VerifiedVersion, first_line, load_tensors, read_json, tensor_array
-from tlrec.training.data import Columns, DataError, InteractionData
+from tlrec.tables import Columns, DataError
+from tlrec.training.interaction_data import InteractionData
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
+#: Retrieval models rank the best ``max(MIN_RETRIEVE, RETRIEVE_PER_K * k)`` items by inner product.
+MIN_RETRIEVE = 200
+RETRIEVE_PER_K = 4
+#: Size in bits of the (row, item) table ``drop_excluded`` looks candidates up in, per block of rows (1 MiB).
+EXCLUDE_TABLE_BITS = 1 << 23
+
+#: ``retrieve(queries [n, d], depth, exclude csr [n, n_items] | None) -> candidates int64 [n, <= depth]``:
+#: each row's best ``depth`` items by inner product that ``exclude`` does not hold, best first, -1 padded.
+Retrieve = Callable[[np.ndarray, int, "sp.csr_matrix | None"], np.ndarray]
 
 
 class ModelConfig(BaseModel):
@@ -51,7 +70,11 @@ class Recommender(ABC):
     ``recommends_for_cold_items`` (items without training interactions get meaningful
     scores, e.g. through content), ``recommends_for_cold_users`` and
     ``recommends_from_history`` (an ad-hoc history of item ids, e.g. a new or anonymous
-    user, or a known user's newest events, gets recommendations without retraining).
+    user, or a known user's newest events, gets recommendations without retraining),
+    ``retrieval`` (query vectors, item vectors and a ranking of candidate sets:
+    ``query_vectors``, ``history_vectors``, ``item_vectors``, ``rank_vectors``; the model
+    implements the private hooks ``_query_vectors``, ``_history_vectors``, ``_item_vectors``
+    and ``_rank_vectors``), and ``finetunes_text`` (``set_text_finetuning`` before ``fit``).
     """
 
     name: ClassVar[str]
@@ -59,6 +82,8 @@ class Recommender(ABC):
     recommends_for_cold_items: ClassVar[bool] = False
     recommends_for_cold_users: ClassVar[bool] = False
     recommends_from_history: ClassVar[bool] = False
+    retrieval: ClassVar[bool] = False
+    finetunes_text: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -95,16 +120,17 @@ class Recommender(ABC):
         """True when this model (as configured) uses pre-trained item vectors in ``fit``."""
         return False
 
+    def set_text_finetuning(self, tower: torch.nn.Module, text_slice: slice) -> None:
+        """Give ``fit`` a trainable text tower (models with ``finetunes_text``); see ``NCFModel``."""
+        raise NotImplementedError(f"{self.name}: cannot fine-tune a text encoder")
+
     # ----------------------------------------------------------------- scoring
     def score(self, user_idx: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
         """Scores float32 ``[len(user_idx), n_items]`` (or ``[len(user_idx), len(item_idx)]``).
 
         Higher is better. ``user_idx`` are internal user ids in ``[0, n_users)``.
         """
-        self._check_fitted()
-        users = np.asarray(user_idx, dtype=np.int64)
-        if users.size and (users.min() < 0 or users.max() >= self.n_users):
-            raise IndexError(f"{self.name}: user index out of range [0, {self.n_users})")
+        users = self._checked_users(user_idx)
         items = None if item_idx is None else np.asarray(item_idx, dtype=np.int64)
         return self._score(users, items)
 
@@ -128,10 +154,16 @@ class Recommender(ABC):
         Returns:
             ``(items, scores)``, int64 and float32 ``[n, k]``; where fewer than k items
             are allowed, the tail is padded with item -1 and score -inf.
+
+        A retrieval model without ``candidates`` runs ``retrieve_rank`` (exact retrieval);
+        with ``candidates``, every candidate is scored.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         users = np.asarray(user_idx, dtype=np.int64)
+        if self.retrieval and candidates is None:
+            queries = self.query_vectors(users)
+            return self._retrieve_rank(queries, k, None if exclude is None else exclude[users], self._exact_retrieve)
         scores = self.score(users, candidates).astype(np.float32, copy=True)
         return masked_top_k(scores, k, None if exclude is None else exclude[users], candidates)
 
@@ -143,12 +175,7 @@ class Recommender(ABC):
         weight as value (1.0 = one interaction). An empty row gets the model's prior.
         Raises NotImplementedError when ``recommends_from_history`` is False.
         """
-        self._check_fitted()
-        if not self.recommends_from_history:
-            raise NotImplementedError(f"{self.name}: cannot recommend from an ad-hoc history")
-        history = sp.csr_matrix(history, dtype=np.float32)
-        if history.shape[1] != self.n_items:
-            raise ValueError(f"{self.name}: history has {history.shape[1]} item columns, expected {self.n_items}")
+        history = self._checked_history(history)
         items = None if item_idx is None else np.asarray(item_idx, dtype=np.int64)
         return self._score_history(history, items)
 
@@ -164,13 +191,100 @@ class Recommender(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k for ad-hoc histories (csr ``[n, n_items]``); same return as ``recommend``.
 
-        ``exclude_history`` drops the items in each history from its list.
+        ``exclude_history`` drops the items in each history from its list. A retrieval model
+        without ``candidates`` runs ``retrieve_rank`` (exact retrieval).
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         history = sp.csr_matrix(history, dtype=np.float32)
+        if self.retrieval and candidates is None:
+            queries = self.history_vectors(history)
+            return self._retrieve_rank(queries, k, history if exclude_history else None, self._exact_retrieve)
         scores = self.score_history(history, candidates).astype(np.float32, copy=True)
         return masked_top_k(scores, k, history if exclude_history else None, candidates)
+
+    # --------------------------------------------------------------- retrieval
+    def query_vectors(self, user_idx: np.ndarray) -> np.ndarray:
+        """Retrieval query vectors float32 ``[n, d]`` of known users (internal ids)."""
+        self._check_retrieval()
+        return self._query_vectors(self._checked_users(user_idx))
+
+    def history_vectors(self, history: sp.csr_matrix, user_idx: np.ndarray | None = None) -> np.ndarray:
+        """Retrieval query vectors float32 ``[n, d]`` of ad-hoc histories (csr ``[n, n_items]``, weights).
+
+        ``user_idx`` (int ``[n]``, -1 = unknown) names the users the histories belong to, for a
+        model that keeps a learned part per user; a model whose users are their histories ignores it.
+        """
+        self._check_retrieval()
+        history = self._checked_history(history)
+        users = None if user_idx is None else np.asarray(user_idx, dtype=np.int64)
+        if users is not None and users.shape != (history.shape[0],):
+            raise ValueError(f"{self.name}: {history.shape[0]} histories but user ids of shape {users.shape}")
+        return self._history_vectors(history, users)
+
+    def item_vectors(self) -> np.ndarray:
+        """Item vectors float32 ``[n_items, d]``: what a retrieval index holds."""
+        self._check_retrieval()
+        return self._item_vectors()
+
+    def rank_vectors(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Final scores float32 ``[n, m]`` of per-row candidates int64 ``[n, m]`` (-1 = none, scored -inf)."""
+        self._check_retrieval()
+        q, cand = np.asarray(queries, dtype=np.float32), np.asarray(candidates, dtype=np.int64)
+        if q.ndim != 2 or cand.ndim != 2 or len(q) != len(cand):
+            raise ValueError(f"{self.name}: queries {q.shape} and candidates {cand.shape} must be [n, d] and [n, m]")
+        if cand.size and cand.max() >= self.n_items:
+            raise IndexError(f"{self.name}: candidate item out of range [0, {self.n_items})")
+        return self._rank_vectors(q, cand)
+
+    def retrieve_rank(self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
+                      retrieve: Retrieve | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The retrieval path: retrieve, rank, keep the top k; same return as ``recommend``.
+
+        ``queries``: float32 ``[n, d]`` from ``query_vectors`` or ``history_vectors``.
+        ``exclude``: csr ``[n, n_items]``, one row per query; its items are never recommended.
+        ``retrieve`` (``Retrieve``) finds each row's ``retrieval_depth(k)`` best items by
+        inner product outside ``exclude``: exact by default, an index's search in serving.
+        The candidates are then ranked by ``rank_vectors``.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self._check_retrieval()
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim != 2:
+            raise ValueError(f"{self.name}: queries must be [n, d], got shape {q.shape}")
+        if exclude is not None and exclude.shape != (len(q), self.n_items):
+            raise ValueError(f"{self.name}: exclude has shape {exclude.shape}, expected [{len(q)}, {self.n_items}]")
+        return self._retrieve_rank(q, k, exclude, retrieve if retrieve is not None else self._exact_retrieve)
+
+    def _retrieve_rank(self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None,
+                       retrieve: Retrieve) -> tuple[np.ndarray, np.ndarray]:
+        cand = retrieve(queries, retrieval_depth(k, self.n_items), exclude)
+        scores = self._rank_vectors(queries, cand)
+        pos, top_scores = top_k(scores, k, np.arange(cand.shape[1]))
+        items = np.where(pos >= 0, np.take_along_axis(cand, np.maximum(pos, 0), 1), -1)
+        return items, top_scores
+
+    def _exact_retrieve(self, queries: np.ndarray, depth: int, exclude: sp.csr_matrix | None) -> np.ndarray:
+        """``Retrieve`` by brute force: every item's inner product, ``exclude`` masked, the top ``depth``."""
+        dots = queries @ self._item_vectors().T
+        if exclude is not None:
+            seen = exclude.tocoo()
+            dots[seen.row, seen.col] = -np.inf
+        cand, _ = top_k(dots, depth, np.arange(self.n_items))
+        return cand
+
+    def _query_vectors(self, user_idx: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _history_vectors(self, history: sp.csr_matrix, user_idx: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _item_vectors(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _rank_vectors(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     # --------------------------------------------------------------- save/load
     def history_weights(self, n: int) -> np.ndarray:
@@ -252,6 +366,85 @@ class Recommender(ABC):
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise NotFittedError(f"{self.name}: call fit() or load() first")
+
+    def _check_retrieval(self) -> None:
+        self._check_fitted()
+        if not self.retrieval:
+            raise NotImplementedError(f"{self.name}: no retrieval capability (query and item vectors)")
+
+    def _checked_users(self, user_idx: np.ndarray) -> np.ndarray:
+        """int64 internal user ids, each in ``[0, n_users)``; the model fitted."""
+        self._check_fitted()
+        users = np.asarray(user_idx, dtype=np.int64)
+        if users.size and (users.min() < 0 or users.max() >= self.n_users):
+            raise IndexError(f"{self.name}: user index out of range [0, {self.n_users})")
+        return users
+
+    def _checked_history(self, history: sp.csr_matrix) -> sp.csr_matrix:
+        """float32 csr ``[n, n_items]`` of ad-hoc histories; the model fitted and able to use them."""
+        self._check_fitted()
+        if not self.recommends_from_history:
+            raise NotImplementedError(f"{self.name}: cannot recommend from an ad-hoc history")
+        history = sp.csr_matrix(history, dtype=np.float32)
+        if history.shape[1] != self.n_items:
+            raise ValueError(f"{self.name}: history has {history.shape[1]} item columns, expected {self.n_items}")
+        return history
+
+
+def retrieval_depth(k: int, n_items: int) -> int:
+    """How many items a retrieval model ranks for a top-``k``: ``max(MIN_RETRIEVE, 4k)``, at most every item."""
+    return min(n_items, max(MIN_RETRIEVE, RETRIEVE_PER_K * k))
+
+
+def drop_excluded(candidates: np.ndarray, exclude: sp.csr_matrix | None, depth: int) -> np.ndarray:
+    """Each row's first ``depth`` candidates that ``exclude`` does not hold, in order; int64 ``[n, <= depth]``.
+
+    ``candidates``: int64 ``[n, m]``, best first, -1 = none (kept in place, as padding);
+    ``exclude``: csr ``[n, n_items]`` (its pattern counts, not its values), one row per
+    candidate row. Vectorised over the batch: the excluded candidates are found with one
+    bit-table lookup (``_excluded_candidates``) and every row is shifted left past them
+    with one gather. Rows with fewer survivors end in -1.
+    """
+    cand = np.asarray(candidates, dtype=np.int64)
+    n, m = cand.shape
+    width = min(depth, m)
+    if exclude is None or exclude.nnz == 0 or width == 0:
+        return cand[:, :width].copy()
+    rows, pos = np.nonzero(_excluded_candidates(cand, exclude.tocsr()))  # row-major: by row, then position
+    per_row = np.bincount(rows, minlength=n)
+    earlier = np.arange(len(pos)) - np.repeat(np.cumsum(per_row) - per_row, per_row)  # hits before it in its row
+    # output slot j of a row reads column j + (the row's hits h with pos_h - earlier_h <= j)
+    shift = np.bincount(rows * (width + 1) + np.minimum(pos - earlier, width), minlength=n * (width + 1))
+    src = np.arange(width) + np.cumsum(shift.reshape(n, width + 1)[:, :width], axis=1)
+    out = np.take(cand, np.minimum(src, m - 1) + (np.arange(n, dtype=np.int64) * m)[:, None])
+    out[src >= m] = -1
+    return out
+
+
+def _excluded_candidates(cand: np.ndarray, exclude: sp.csr_matrix) -> np.ndarray:
+    """bool ``[n, m]``: ``cand[r, j]`` is an item of ``exclude`` row ``r`` (-1 never is).
+
+    Each (row, item) pair is encoded as ``row * n_items + item``; the excluded pairs of a block
+    of rows set bits in a table of at most ``EXCLUDE_TABLE_BITS`` bits and every candidate of
+    the block reads its bit: one scatter and one gather per block, whatever the batch holds.
+    """
+    n, m = cand.shape
+    n_items = exclude.shape[1]
+    hit = np.zeros((n, m), dtype=bool)
+    step = max(1, EXCLUDE_TABLE_BITS // max(n_items, 1))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        a, b = int(exclude.indptr[lo]), int(exclude.indptr[hi])
+        if a == b:
+            continue
+        codes = np.repeat(np.arange(hi - lo, dtype=np.int64) * n_items, np.diff(exclude.indptr[lo : hi + 1])) \
+            + exclude.indices[a:b]
+        table = np.zeros(((hi - lo) * n_items + 7) // 8, dtype=np.uint8)
+        np.bitwise_or.at(table, codes >> 3, np.left_shift(1, codes & 7).astype(np.uint8))
+        wanted = np.arange(hi - lo, dtype=np.int64)[:, None] * n_items + np.maximum(cand[lo:hi], 0)
+        hit[lo:hi] = (table[wanted >> 3] >> (wanted & 7).astype(np.uint8)) & 1
+    hit &= cand >= 0
+    return hit
 
 
 def masked_top_k(

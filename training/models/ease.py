@@ -31,7 +31,7 @@ from pydantic import Field
 from scipy.linalg import lapack
 
 from tlrec.errors import ConfigError
-from tlrec.training.data import InteractionData
+from tlrec.training.interaction_data import InteractionData
 from tlrec.training.metrics import ndcg_at_k
 from tlrec.training.models.base import ModelConfig, Recommender, relevant_by_user, top_k
 from tlrec.training.splits import temporal_split

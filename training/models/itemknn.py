@@ -20,7 +20,7 @@ import scipy.sparse as sp
 import torch
 from pydantic import Field
 
-from tlrec.training.data import InteractionData
+from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models.base import ModelConfig, Recommender
 
 logger = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ import torch
 from pydantic import Field
 
 from tlrec.errors import ConfigError
-from tlrec.training.data import InteractionData
+from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models.base import ModelConfig, Recommender
 from tlrec.training.models.ease import holdout_ndcg
 from tlrec.training.splits import temporal_split

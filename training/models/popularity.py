@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from tlrec.training.data import InteractionData
+from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models.base import ModelConfig, Recommender
 
 

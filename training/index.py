@@ -1,7 +1,9 @@
 """FAISS index over item vectors: maximum inner product search.
 
 Exact (``IndexFlatIP``) up to ``EXACT_MAX_ITEMS`` items, HNSW above that. Saved with
-``faiss.write_index`` (FAISS's own binary format, no pickle).
+``faiss.write_index`` (FAISS's own binary format, no pickle). Built at training time over
+a retrieval model's item vectors and written with the rest of the version
+(``training.model_artifact``); searched at serving time (``serving.served_model``).
 """
 
 from __future__ import annotations

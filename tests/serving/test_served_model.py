@@ -8,9 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tlrec.serving.recommender import INDEX_FILE, ServedModel
+from tlrec.serving.served_model import ServedModel
 from tlrec.training.artifacts import ArtifactError
-from tlrec.training.data import Columns
+from tlrec.training.model_artifact import INDEX_FILE
+from tlrec.tables import Columns
 
 
 @pytest.fixture(scope="module")

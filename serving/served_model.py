@@ -1,10 +1,18 @@
-"""Artifacts -> answers: FAISS retrieve, NCF rank, filter. Used by the API and batch scoring.
+"""A loaded model version answering with external ids: the one path of the API and batch scoring.
+
+For a model with the retrieval capability (``Recommender.retrieval``) every list comes from
+one path, the model's ``retrieve_rank`` with the version's FAISS index doing the retrieval:
+the query vectors (a user's, or a history's) retrieve the best items by inner product, seen
+items are dropped (vectorised over the batch), the model ranks what is left and the top k is
+kept. With a candidate set (``candidates``) every candidate is scored exactly; a model
+without the capability answers with its own exact ``recommend``. Unknown users and empty
+histories get the popularity fallback.
 
 ``ServedModel.load`` verifies the version (every file listed in the manifest, with its
-size and checksum; nothing unlisted), parses every file with its shapes and indices
-checked, and checks that the parts fit each other before anything is served, so a
-corrupt artifact is refused whole, with one line naming the file. External string ids
-are converted here, at the edge.
+size and checksum; nothing unlisted) and reads it through ``training.model_artifact``, which
+parses every file with its shapes and indices checked and checks that the parts fit each
+other before anything is served, so a corrupt artifact is refused whole, with one line
+naming the file. External string ids are converted here, at the edge.
 """
 
 from __future__ import annotations
@@ -18,17 +26,15 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from tlrec.training.artifacts import ArtifactError, open_version, read_json
-from tlrec.training.data import DataError, IdMap
-from tlrec.training.models import NCFModel, PopularityModel, Recommender, get_model_class
-from tlrec.training.models.base import CONFIG_FILE, top_k
-from tlrec.training.train import FALLBACK_DIR, ITEMS_FILE, MODEL_DIR, SEEN_FILE, USERS_FILE, load_seen
-from tlrec.serving.index import VectorIndex
+from tlrec.training.artifacts import open_version
+from tlrec.training.id_map import IdMap
+from tlrec.training.index import VectorIndex
+from tlrec.training.model_artifact import ModelArtifact
+from tlrec.training.models import PopularityModel, Recommender
+from tlrec.training.models.base import drop_excluded
 
 logger = logging.getLogger(__name__)
 
-INDEX_FILE = "index.faiss"
-MIN_RETRIEVE = 200
 # exact indexes answer small batches with one BLAS product + argpartition (see ``_search``)
 # while the score matrix stays under this many entries (16 MB); larger batches go to FAISS
 NUMPY_SEARCH_MAX_SCORES = 1 << 22
@@ -50,16 +56,8 @@ class Recommendations:
             self.ranks = list(range(1, len(self.item_ids) + 1))
 
 
-def _id_map(path: Path) -> IdMap:
-    """An artifact's id map; ``ArtifactError`` naming the file if it is not a JSON list of unique strings."""
-    try:
-        return IdMap.load(path)
-    except DataError as exc:
-        raise ArtifactError(f"{path}: {str(exc).removeprefix(f'{path.name}: ')}") from None
-
-
 class ServedModel:
-    """A loaded artifact version: model, fallback, FAISS index (NCF), id maps, seen items."""
+    """A loaded artifact version: model, fallback, FAISS index (retrieval models), id maps, seen items."""
 
     def __init__(
         self,
@@ -80,55 +78,25 @@ class ServedModel:
         self.seen = seen
         self.index = index
         self.manifest = manifest
+        #: lists without a candidate set come from ``model.retrieve_rank`` over the FAISS index (``_retrieve``)
+        self.retrieves = index is not None and model.retrieval
 
     @classmethod
     def load(cls, artifacts: Path) -> "ServedModel":
         """Load the version ``artifacts`` names (a version dir, or a root with ``current``).
 
         Always verified first (``open_version``): every file of the version listed in its
-        manifest, present, of the listed size and sha256, and nothing unlisted. Every file
-        is then read through the verified version, so one the manifest does not list is
-        refused, and parsed with its dtypes, shapes and indices checked; the parts must
-        agree with each other (model, fallback, id maps, seen matrix, index). Raises
-        ``ArtifactError``: one line ``<file>: <what is wrong>``.
+        manifest, present, of the listed size and sha256, and nothing unlisted. The files
+        are then read through the verified version (``ModelArtifact.read``), so one the
+        manifest does not list is refused, and parsed with their dtypes, shapes and indices
+        checked; the parts must agree with each other (model, fallback, id maps, seen
+        matrix, index). Raises ``ArtifactError``: one line ``<file>: <what is wrong>``.
         """
         version = open_version(Path(artifacts))
-        version_dir = version.path
-        model_dir = version_dir / MODEL_DIR
-        config_path = version.file(MODEL_DIR, CONFIG_FILE)
-        meta = read_json(config_path)
-        name = meta.get("model") if isinstance(meta, dict) else None
-        try:
-            model_class = get_model_class(str(name))
-        except ValueError as exc:
-            raise ArtifactError(f"{config_path}: {exc}") from None
-        model = model_class.load(model_dir, version)
-        fallback = PopularityModel.load(version_dir / FALLBACK_DIR, version)
-        items = _id_map(version.file(ITEMS_FILE))
-        users = _id_map(version.file(USERS_FILE))
-        seen = load_seen(version.file(SEEN_FILE))
-        if model.n_items != len(items):
-            raise ArtifactError(f"{version_dir / ITEMS_FILE}: {len(items)} items, but {config_path} says "
-                                f"{model.n_items}")
-        if model.n_users != len(users):
-            raise ArtifactError(f"{version_dir / USERS_FILE}: {len(users)} users, but {config_path} says "
-                                f"{model.n_users}")
-        if fallback.n_items != len(items):
-            raise ArtifactError(f"{version_dir / FALLBACK_DIR / CONFIG_FILE}: fallback over {fallback.n_items} "
-                                f"items, but {ITEMS_FILE} holds {len(items)}")
-        if seen.shape != (len(users), len(items)):
-            raise ArtifactError(f"{version_dir / SEEN_FILE}: shape {list(seen.shape)}, expected "
-                                f"[{len(users)}, {len(items)}] (users x items)")
-        index = None
-        if isinstance(model, NCFModel):
-            index = VectorIndex.load(version.file(INDEX_FILE))
-            if index.dim != model.item_vectors().shape[1] or index.ntotal != model.n_items:
-                raise ArtifactError(
-                    f"{version_dir / INDEX_FILE}: index holds {index.ntotal} x {index.dim}, "
-                    f"model expects {model.n_items} x {model.item_vectors().shape[1]}"
-                )
-        logger.info("loaded artifact %s (%s, %d users, %d items)", version.name, model.name, len(users), len(items))
-        return cls(version.name, model, fallback, items, users, seen, index, version.manifest)
+        art = ModelArtifact.read(version)
+        logger.info("loaded artifact %s (%s, %d users, %d items)", version.name, art.model.name, len(art.users),
+                    len(art.items))
+        return cls(version.name, art.model, art.fallback, art.items, art.users, art.seen, art.index, version.manifest)
 
     def recommend(
         self,
@@ -152,47 +120,36 @@ class ServedModel:
         known = user_idx >= 0
         out: list[Recommendations | None] = [None] * len(user_ids)
         if known.any():
+            rows = np.flatnonzero(known)
             items, scores = self._model_top_k(user_idx[known], k, exclude_seen, cand_idx)
-            for pos, row_items, row_scores in zip(np.flatnonzero(known), items, scores):
-                out[pos] = self._to_external(user_ids[pos], row_items, row_scores, "model")
+            for pos, rec in zip(rows, self._answers([user_ids[r] for r in rows], items, scores, "model")):
+                out[pos] = rec
         if (~known).any():
-            items, scores = self.fallback.recommend(np.zeros(int((~known).sum()), np.int64), k, None, cand_idx)
-            for pos, row_items, row_scores in zip(np.flatnonzero(~known), items, scores):
-                out[pos] = self._to_external(user_ids[pos], row_items, row_scores, "popular")
+            rows = np.flatnonzero(~known)
+            items, scores = self.fallback.recommend(np.zeros(len(rows), np.int64), k, None, cand_idx)
+            for pos, rec in zip(rows, self._answers([user_ids[r] for r in rows], items, scores, "popular")):
+                out[pos] = rec
         return [r for r in out if r is not None]
 
     def _model_top_k(
         self, users: np.ndarray, k: int, exclude_seen: bool, candidates: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        exclude = self.seen if exclude_seen else None
-        if candidates is not None or self.index is None or not isinstance(self.model, NCFModel):
-            return self.model.recommend(users, k, exclude=exclude, candidates=candidates)
-        # FAISS retrieve (enough to survive the seen filter), then NCF rank.
-        indptr, indices = self.seen.indptr, self.seen.indices
-        counts = indptr[users + 1] - indptr[users] if exclude_seen else np.zeros(len(users), np.int64)
-        cand = self._retrieve(self.model.user_vectors(users), max(MIN_RETRIEVE, 4 * k), counts)
-        if exclude_seen:  # csr row slices and a reused item mask: no scipy indexing, no sorting
-            mask = np.zeros(self.seen.shape[1], dtype=bool)
-            for r, u in enumerate(users):
-                row_seen = indices[indptr[u] : indptr[u + 1]]
-                mask[row_seen] = True
-                cand[r, mask[cand[r]] & (cand[r] >= 0)] = -1
-                mask[row_seen] = False
-        scores = self.model.rank(users, cand)
-        pos, top_scores = top_k(scores, k, np.arange(cand.shape[1]))
-        items = np.where(pos >= 0, np.take_along_axis(cand, np.maximum(pos, 0), 1), -1)
-        return items, top_scores
+        if candidates is not None or not self.retrieves:  # exact: every candidate (or item) scored
+            return self.model.recommend(users, k, exclude=self.seen if exclude_seen else None, candidates=candidates)
+        queries = self.model.query_vectors(users)
+        return self.model.retrieve_rank(queries, k, self.seen[users] if exclude_seen else None, self._retrieve)
 
-    def _retrieve(self, queries: np.ndarray, depth: int, extra: np.ndarray) -> np.ndarray:
-        """FAISS top ``depth + extra[r]`` for each query row (int64 ``[n, depth + max(extra)]``, -1 padded).
+    def _retrieve(self, queries: np.ndarray, depth: int, exclude: sp.csr_matrix | None) -> np.ndarray:
+        """``Retrieve`` over the FAISS index: each row's best ``depth`` items outside ``exclude`` (int64, -1 padded).
 
-        Each row gets exactly its own depth (deep enough to survive dropping its ``extra`` seen
-        items), so a user's list does not depend on who else is in the batch.
+        The search goes ``depth`` + the most excluded items any row has deep, so every row keeps
+        ``depth`` survivors; the excluded items are then dropped for the whole batch at once
+        (``drop_excluded``). A row's survivors lie within its own top ``depth`` + its own count
+        of excluded items, so a user's list does not depend on who else is in the batch.
         """
-        _, cand = self._search(queries, depth + int(extra.max(initial=0)))
-        own = depth + np.asarray(extra, np.int64)
-        cand[np.arange(cand.shape[1])[None, :] >= own[:, None]] = -1
-        return cand
+        most = int(np.diff(exclude.indptr).max(initial=0)) if exclude is not None else 0
+        _, cand = self._search(queries, depth + most)
+        return drop_excluded(cand, exclude, depth)
 
     def history_matrix(
         self, histories: Sequence[Sequence[str]], weights: Sequence[Sequence[float] | None] | None = None
@@ -231,7 +188,7 @@ class ServedModel:
         """Top-k for ad-hoc histories of external item ids, without retraining (new or anonymous users).
 
         ``user_ids`` (optional, one per history) names the users in the answers; a known
-        user's learned part is used where the model has one (NCF). A history with no known
+        user's learned part is used where the model keeps one (``history_vectors``). A history with no known
         item gets popular items (source "popular"); the others come from the model
         (source "history"), or from the fallback when the model cannot use histories.
         """
@@ -249,34 +206,39 @@ class ServedModel:
         if use_model.any():
             rows = np.flatnonzero(use_model)
             h = matrix[rows]
-            if isinstance(self.model, NCFModel) and self.index is not None and cand_idx is None:
+            if self.retrieves and cand_idx is None:
                 known = self.users.to_internal([names[r] for r in rows], missing="ignore") if user_ids else None
-                p = self.model.history_vectors(h, known)
-                counts = np.diff(h.indptr) if exclude_history else np.zeros(len(rows), np.int64)
-                cand = self._retrieve(p, max(MIN_RETRIEVE, 4 * k), counts)
-                if exclude_history:
-                    for r in range(len(rows)):
-                        cand[r, np.isin(cand[r], h.indices[h.indptr[r] : h.indptr[r + 1]])] = -1
-                pos, scores = top_k(self.model.rank_vectors(p, cand), k, np.arange(cand.shape[1]))
-                items = np.where(pos >= 0, np.take_along_axis(cand, np.maximum(pos, 0), 1), -1)
+                queries = self.model.history_vectors(h, known)
+                items, scores = self.model.retrieve_rank(queries, k, h if exclude_history else None, self._retrieve)
             else:
                 items, scores = self.model.recommend_history(h, k, exclude_history, cand_idx)
-            for r, row_items, row_scores in zip(rows, items, scores):
-                out[r] = self._to_external(names[r], row_items, row_scores, "history")
+            for r, rec in zip(rows, self._answers([names[r] for r in rows], items, scores, "history")):
+                out[r] = rec
         rest = np.flatnonzero(~use_model)
         if len(rest):
             items, scores = self.fallback.recommend_history(matrix[rest], k, exclude_history, cand_idx)
-            for r, row_items, row_scores in zip(rest, items, scores):
-                out[r] = self._to_external(names[r], row_items, row_scores, "popular")
+            for r, rec in zip(rest, self._answers([names[r] for r in rest], items, scores, "popular")):
+                out[r] = rec
         return [r for r in out if r is not None]
 
     def _to_external(self, user_id: str, items: np.ndarray, scores: np.ndarray, source: Source) -> Recommendations:
+        return self._answers([user_id], items[None, :], scores[None, :], source)[0]
+
+    def _answers(self, names: Sequence[str], items: np.ndarray, scores: np.ndarray,
+                 source: Source) -> list[Recommendations]:
+        """One ``Recommendations`` per row of ``items``/``scores`` ``[n, k]`` (item -1 = none), ids converted at once."""
         ok = items >= 0
-        return Recommendations(user_id, self.items.to_external(items[ok]), [float(s) for s in scores[ok]], source)
+        ids = self.items.to_external(items[ok])
+        values = scores[ok].tolist()
+        out, start = [], 0
+        for name, count in zip(names, ok.sum(axis=1).tolist()):
+            out.append(Recommendations(name, ids[start : start + count], values[start : start + count], source))
+            start += count
+        return out
 
     def similar_items(self, item_id: str, k: int) -> list[tuple[str, float]]:
-        """Items nearest to ``item_id`` in the item-tower space (NCF only); KeyError if unknown."""
-        if self.index is None or not isinstance(self.model, NCFModel):
+        """Items nearest to ``item_id`` in the model's item space (retrieval models); KeyError if unknown."""
+        if not self.retrieves:
             raise ValueError(f"model {self.model.name!r} has no item vectors")
         idx = self.items.to_internal([item_id])
         scores, ids = self._search(self.model.item_vectors()[idx], k + 1)
@@ -335,9 +297,8 @@ class ServedModel:
         """``VectorIndex.search`` semantics (top ``n`` by inner product, best first, float32/int64 ``[m, n]``).
 
         An exact (flat) index answers small batches here, from its own vectors: one BLAS
-        product and an argpartition. Same candidates as FAISS (ties aside), measured 2x
-        faster in the served path on a 10,000 x 65 index (0.19 vs 0.39 ms per query), where
-        FAISS's per-query loop and heap dominate. Approximate indexes and large batches
+        product and an argpartition, the same candidates as FAISS (ties aside) without its
+        per-query loop and heap (figures: ``bench/results/api_load.md``). Approximate indexes and large batches
         (over ``NUMPY_SEARCH_MAX_SCORES`` scores) go to FAISS.
         """
         vectors = self._flat_vectors()
@@ -347,7 +308,7 @@ class ServedModel:
             return self.index.search(q, n)
         total = vectors.shape[0]
         n = max(1, min(n, total))
-        scores = (vectors @ q.T).T  # [m, total]; this order is 2x faster than q @ vectors.T for m > 1
+        scores = (vectors @ q.T).T  # [m, total]; this order is faster than q @ vectors.T for m > 1
         part = np.argpartition(scores, total - n, axis=1)[:, total - n :] if n < total else \
             np.tile(np.arange(total), (len(q), 1))
         part_scores = np.take_along_axis(scores, part, axis=1)

@@ -17,15 +17,12 @@ import logging
 from pathlib import Path
 
 import polars as pl
-
-from tlrec.serving.experiments import Experiment
-from tlrec.training.data import Columns, DataError, load_events
+from tlrec.serving.experiments import EXPERIMENT, EXPOSURE_COLUMNS, VARIANT, Experiment
+from tlrec.tables import Columns, DataError
+from tlrec.training.data import load_events
 
 logger = logging.getLogger(__name__)
 
-EXPERIMENT = "experiment"
-VARIANT = "variant"
-EXPOSURE_COLUMNS = (Columns.USER, EXPERIMENT, VARIANT, Columns.TIMESTAMP)
 OUTCOME_COLUMNS = (Columns.USER, Columns.EVENT, Columns.VALUE, Columns.TIMESTAMP)
 _ROW = "__row"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tlrec.serving.recommender import ServedModel
+from tlrec.serving.served_model import ServedModel
 
 
 def test_lists_do_not_depend_on_the_batch(world):

@@ -31,8 +31,8 @@ from typing import Any
 
 import anyio.to_thread
 
-from tlrec.serving.experiments import ExposureLog
-from tlrec.serving.metrics import Metrics
+from tlrec.serving.exposure_log import ExposureLog
+from tlrec.serving.api.prometheus import Metrics
 
 logger = logging.getLogger(__name__)
 

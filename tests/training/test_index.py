@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlrec.serving.index import IndexFileError, VectorIndex
+from tlrec.training.index import IndexFileError, VectorIndex
 
 
 def test_exact_search_matches_brute_force():

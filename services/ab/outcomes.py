@@ -18,10 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import polars as pl
-
-from tlrec.serving.experiments import Experiment
-from tlrec.services.ab.events import VARIANT
-from tlrec.training.data import Columns
+from tlrec.serving.experiments import VARIANT, Experiment
+from tlrec.tables import Columns
 
 METRICS: tuple[str, ...] = ("ctr", "conversion", "value_per_user")
 FIRST = "first_exposure"
@@ -56,7 +54,7 @@ def _outcome_aggregates(experiment: Experiment, prefix: str = "") -> list[pl.Exp
 
 def user_metrics(exposures: pl.DataFrame, outcomes: pl.DataFrame, experiment: Experiment,
                  pre_period: pl.DataFrame | None = None, until: int | None = None) -> UserMetrics:
-    """Per-user metrics from validated frames (``services.ab.events``).
+    """Per-user metrics from validated frames (``services.ab.inputs``).
 
     Args:
         exposures: ``user_id, variant, timestamp`` rows of this experiment.

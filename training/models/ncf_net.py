@@ -1,0 +1,147 @@
+"""The NCF network (``NCFNet``: item and user towers, ranking head) and the inputs it reads.
+
+``UserHistories`` holds every user's training items in time order, ``recency_weights`` weighs
+a history by position, ``row_normalised`` makes the sparse L2-normalised history rows the user
+tower takes. The model around the network is ``ncf.NCFModel``; its training, ``ncf_fit``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from tlrec.tables import Columns
+from tlrec.training.interaction_data import InteractionData
+
+if TYPE_CHECKING:
+    from tlrec.training.models.ncf import NCFConfig
+
+__all__ = ["NCFNet", "UserHistories", "recency_weights", "row_normalised"]
+
+
+class NCFNet(nn.Module):
+    """Towers and ranking head over ``n_items`` items (content ``[n_items, c]`` or ``None``)."""
+
+    def __init__(self, n_items: int, content: torch.Tensor | None, cfg: NCFConfig) -> None:
+        super().__init__()
+        d = cfg.dim
+        self.dim = d
+        self.item_emb = nn.Embedding(n_items, d + 1)  # output side, last unit the bias
+        self.hist_emb = nn.Embedding(n_items, d)  # input side
+        nn.init.normal_(self.item_emb.weight, std=0.05)
+        nn.init.normal_(self.hist_emb.weight, std=0.05)
+        self.hist_bias = nn.Parameter(torch.zeros(d))
+        self.register_buffer("content", content if content is not None else torch.zeros(n_items, 0))
+        self.register_buffer("seen_mask", torch.ones(n_items))
+        c = self.content.shape[1]
+        # content -> hidden layer -> output + input vectors, added to the ids' (warm items)
+        self.content_hidden = (
+            nn.Sequential(nn.Linear(c, cfg.content_hidden), nn.GELU()) if c > 0 else None
+        )
+        self.warm_out = nn.Linear(cfg.content_hidden, 2 * d + 1) if c > 0 else None
+        # new items' output vectors from content alone, trained afterwards to land where ids put warm items
+        self.cold = (
+            nn.Sequential(nn.Linear(c, cfg.content_hidden), nn.GELU(), nn.Linear(cfg.content_hidden, d + 1))
+            if c > 0
+            else None
+        )
+        self.head = nn.Sequential(nn.Linear(d, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, 1))
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+        # what new items are served with: the new-item tower, blended with their content neighbours'
+        # learned vectors (set after training; until then the tower alone)
+        self.register_buffer("new_item_vecs", torch.zeros(n_items, d + 1 if c > 0 else 0))
+        self.register_buffer("new_items_ready", torch.zeros(()))
+        self.register_buffer("head_on", torch.ones(()))  # 0 when validation found the head did not help
+        self.register_buffer("half_life", torch.zeros(()))  # recency half-life in items; 0 = none
+
+    def items(self, items: torch.Tensor, id_keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output and input vectors of ``items`` (int64 ``[m]``): ``q [m, d + 1]`` and ``v [m, d]``.
+
+        ``id_keep`` (``[m]`` 0/1) overrides the seen mask (item-id dropout while training).
+        """
+        q, v, _ = self.items_with_content(items, id_keep)
+        return q, v
+
+    def items_with_content(self, items: torch.Tensor, id_keep: torch.Tensor | None = None,
+                           content: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``items`` plus the content-only output vectors ``[m, d + 1]`` (None without content).
+
+        An item without its id (new, or dropped) gets the content-only output vector.
+        ``content`` (``[n_items, c]``) replaces the stored content (fine-tuning passes fresh rows).
+        """
+        keep = (self.seen_mask[items] if id_keep is None else id_keep)[:, None]
+        q = self.item_emb(items) * keep
+        v = self.hist_emb(items) * keep
+        q_content = None
+        if self.content_hidden is not None and self.warm_out is not None and self.cold is not None:
+            rows = (self.content if content is None else content)[items]
+            c = self.warm_out(self.content_hidden(rows))
+            q_content = self.cold(rows)
+            q_new = self.new_item_vecs[items] if bool(self.new_items_ready) else q_content
+            q = torch.where(keep > 0, q + c[:, : self.dim + 1], q_new)
+            v = v + c[:, self.dim + 1 :]
+        return q, v, q_content
+
+    def users(self, history: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``[b, d + 1]`` from ``history`` (sparse ``[b, m]``, rows L2-normalised) over input vectors ``v [m, d]``."""
+        h = torch.sparse.mm(history, v) if history.is_sparse else history @ v
+        p = torch.tanh(h + self.hist_bias)
+        return torch.cat([p, torch.ones_like(p[:, :1])], dim=1)
+
+    def head_score(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Ranking-head term for broadcastable ``p [..., d+1]`` and ``q [..., d+1]`` (0 when switched off)."""
+        return self.head(p[..., :-1] * q[..., :-1]).squeeze(-1) * self.head_on
+
+
+class UserHistories:
+    """Every user's training items, oldest first (repeats collapsed to their last time).
+
+    ``indptr`` int64 ``[n_users + 1]`` and ``items`` int64 ``[nnz]`` in csr layout;
+    only the most recent ``max_history`` items of a user are kept.
+    """
+
+    def __init__(self, data: InteractionData, max_history: int) -> None:
+        df = (
+            data.interactions.select(Columns.USER_IDX, Columns.ITEM_IDX, Columns.TIMESTAMP)
+            .group_by(Columns.USER_IDX, Columns.ITEM_IDX)
+            .agg(pl.col(Columns.TIMESTAMP).max())
+            .sort(Columns.USER_IDX, Columns.TIMESTAMP, Columns.ITEM_IDX)
+            .with_columns(pl.int_range(pl.len()).reverse().over(Columns.USER_IDX).alias("_from_end"))
+            .filter(pl.col("_from_end") < max_history)
+        )
+        users = df[Columns.USER_IDX].to_numpy().astype(np.int64)
+        self.items = df[Columns.ITEM_IDX].to_numpy().astype(np.int64)
+        self.indptr = np.zeros(data.n_users + 1, np.int64)
+        np.add.at(self.indptr, users + 1, 1)
+        np.cumsum(self.indptr, out=self.indptr)
+        self.n_users, self.n_items = data.n_users, data.n_items
+
+    def matrix(self, half_life: float | None = None) -> sp.csr_matrix:
+        """csr ``[n_users, n_items]`` (indices oldest first): 1 per item, or ``recency_weights`` with ``half_life``."""
+        weights = np.concatenate([recency_weights(int(n), half_life) for n in np.diff(self.indptr)]) \
+            if len(self.items) else np.ones(0, np.float32)
+        return sp.csr_matrix((weights, self.items, self.indptr), shape=(self.n_users, self.n_items))
+
+
+def recency_weights(n: int, half_life: float | None) -> np.ndarray:
+    """float32 ``[n]`` weights of a history listed oldest first: the newest 1, halving every ``half_life`` items."""
+    if not half_life:
+        return np.ones(n, np.float32)
+    return np.power(0.5, np.arange(n - 1, -1, -1) / half_life).astype(np.float32)
+
+
+def row_normalised(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int,
+                   weights: np.ndarray | None = None) -> torch.Tensor:
+    """Sparse float32 ``[n_rows, n_cols]`` whose rows have unit L2 norm (empty rows stay zero)."""
+    w = np.ones(len(rows), np.float32) if weights is None else np.asarray(weights, np.float32)
+    totals = np.sqrt(np.bincount(rows, weights=w * w, minlength=n_rows)).astype(np.float32)
+    values = w / np.maximum(totals[rows], 1e-12)
+    index = torch.from_numpy(np.vstack([rows, cols]).astype(np.int64))
+    return torch.sparse_coo_tensor(index, torch.from_numpy(values), (n_rows, n_cols), check_invariants=False).coalesce()
