@@ -10,9 +10,9 @@ The Python API, the same jobs as the ``tlrec`` command::
     model.recommend_history([["film-0007", "film-0042"]], k=10)   # a new or anonymous user
 
 Layers (each imports only from those before it): the base modules here (``tlrec.errors``,
-``tlrec.files``, ``tlrec.tables``, ``tlrec.ray_cluster``) -> ``tlrec.embeddings`` -> ``tlrec.training`` -> ``tlrec.serving`` ->
-``tlrec.services``. ``docs/architecture.md`` is the map. The functions below import their
-layer when called, so ``import tlrec`` stays cheap.
+``tlrec.files``, ``tlrec.tables``, ``tlrec.ray_cluster``) -> ``tlrec.embeddings`` ->
+``tlrec.training`` -> ``tlrec.serving`` -> ``tlrec.services``. ``docs/architecture.md`` is
+the map. The functions below import their layer when called, so ``import tlrec`` stays cheap.
 """
 
 from __future__ import annotations
