@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
 from tlrec.services.errors import friendly_errors
+from tlrec.serving.settings import EXPOSURES_FILE
 
 events_app = typer.Typer(
     name="events",
@@ -36,7 +36,6 @@ events_app = typer.Typer(
 
 DirArg = Annotated[Path, typer.Argument(help="Event log folder (TLREC_EVENTS_DIR).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
-EXPOSURES_NAME = "exposures.jsonl"
 
 
 def _folder(directory: Path) -> Path:
@@ -87,7 +86,7 @@ def _print_health(directory: Path, doc: dict[str, Any]) -> None:
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
-    regions = log["regions"] + [{"file": EXPOSURES_NAME, "offset": r["offset"], "length": r["length"],
+    regions = log["regions"] + [{"file": EXPOSURES_FILE, "offset": r["offset"], "length": r["length"],
                                  "kind": "corrupt", "records": "?", "action": "skipped"}
                                 for r in (exposures or {}).get("unreadable", [])]
     if regions:
@@ -108,7 +107,7 @@ def verify(directory: DirArg, as_json: JsonOpt = False) -> None:
 
     directory = _folder(directory)
     report = check_log(directory)
-    exposures_path = directory / EXPOSURES_NAME
+    exposures_path = directory / EXPOSURES_FILE
     exposures = ExposureLog.check(exposures_path) if exposures_path.exists() else None
     healthy = report.healthy and (exposures is None or exposures["healthy"])
     doc = {"directory": str(directory), "healthy": healthy, "event_log": report.as_dict(), "exposures": exposures}

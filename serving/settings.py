@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from tlrec.errors import ConfigError
 
 MIB = 1 << 20
+#: The exposure log's name in the events folder (unless ``TLREC_EXPOSURES_FILE`` says otherwise).
+EXPOSURES_FILE = "exposures.jsonl"
 
 
 class InsecureConfigError(ConfigError):
@@ -111,7 +113,7 @@ class Settings(BaseSettings):
         """``exposures_file``, or ``exposures.jsonl`` in the events folder."""
         if self.exposures_file is not None:
             return Path(self.exposures_file)
-        return self.resolved_events_dir / "exposures.jsonl"
+        return self.resolved_events_dir / EXPOSURES_FILE
 
     @property
     def has_keys(self) -> bool:

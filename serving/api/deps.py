@@ -15,14 +15,13 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
-
 from tlrec.serving.api.batching import MicroBatcher
 from tlrec.serving.api.exposure_recorder import ExposureRecorder
+from tlrec.serving.api.prometheus import Metrics
 from tlrec.serving.api.threads import ModelThreads
 from tlrec.serving.api.variants import ModelSet
 from tlrec.serving.event_log import EventLog
 from tlrec.serving.event_snapshot import FreshEvents
-from tlrec.serving.api.prometheus import Metrics
 from tlrec.serving.served_model import ServedModel
 from tlrec.serving.settings import Settings
 
@@ -133,40 +132,53 @@ UserAuth = Depends(require_user)
 AdminAuth = Depends(require_admin)
 
 
-_ALLOWED_QUERY: dict[int, frozenset[str]] = {}
+@dataclass(frozen=True)
+class _RouteShape:
+    """What a route's dependencies declare: its query parameter names and whether it takes a body."""
+
+    query: frozenset[str]
+    takes_body: bool
 
 
-def _query_names(dependant: Any) -> set[str]:
-    names = {p.alias for p in dependant.query_params}
+_SHAPES: dict[int, _RouteShape | None] = {}
+
+
+def _dependant_shape(dependant: Any) -> tuple[set[str], bool]:
+    names, body = {p.alias for p in dependant.query_params}, bool(dependant.body_params)
     for sub in dependant.dependencies:
-        names |= _query_names(sub)
-    return names
+        sub_names, sub_body = _dependant_shape(sub)
+        names |= sub_names
+        body = body or sub_body
+    return names, body
+
+
+def _route_shape(request: Request) -> _RouteShape | None:
+    """The shape of the request's route (computed once per route), None outside a route."""
+    route = request.scope.get("route")
+    key = id(route)
+    if key not in _SHAPES:
+        dependant = getattr(route, "dependant", None)
+        if dependant is None:
+            _SHAPES[key] = None
+        else:
+            names, body = _dependant_shape(dependant)
+            _SHAPES[key] = _RouteShape(frozenset(names), body)
+    return _SHAPES[key]
 
 
 def _check_query(request: Request) -> None:
     """422 for a query parameter the route does not define (a typo like ``?K=5`` is not silently ignored)."""
     if not request.scope.get("query_string"):
         return
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
+    shape = _route_shape(request)
+    if shape is None:
         return
-    allowed = _ALLOWED_QUERY.get(id(route))
-    if allowed is None:
-        allowed = _ALLOWED_QUERY[id(route)] = frozenset(_query_names(dependant))
     for name in request.query_params:
-        if name not in allowed:
+        if name not in shape.query:
             raise RequestValidationError([{
                 "loc": ("query", name[:64]), "type": "extra_forbidden",
-                "msg": f"unknown query parameter (allowed: {', '.join(sorted(allowed)) or 'none'})",
+                "msg": f"unknown query parameter (allowed: {', '.join(sorted(shape.query)) or 'none'})",
             }])
-
-
-_TAKES_BODY: dict[int, bool] = {}
-
-
-def _has_body_params(dependant: Any) -> bool:
-    return bool(dependant.body_params) or any(_has_body_params(sub) for sub in dependant.dependencies)
 
 
 def is_json_media_type(content_type: str) -> bool:
@@ -182,14 +194,8 @@ def _check_content_type(request: Request) -> None:
     """
     if request.method not in ("POST", "PUT", "PATCH"):
         return
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return
-    takes_body = _TAKES_BODY.get(id(route))
-    if takes_body is None:
-        takes_body = _TAKES_BODY[id(route)] = _has_body_params(dependant)
-    if not takes_body:
+    shape = _route_shape(request)
+    if shape is None or not shape.takes_body:
         return
     content_type = request.headers.get("content-type")
     if content_type is None:
