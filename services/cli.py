@@ -158,12 +158,16 @@ def train(
     interactions: Annotated[Path, typer.Option(help="Interactions file.")],
     out: Annotated[Path, typer.Option(help="Artifacts root; the new version becomes 'current'.")],
     vectors: Annotated[Path | None, typer.Option(help="Item vectors from `tlrec embed` (else embeds now).")] = None,
-    model: Annotated[str, typer.Option(help="ncf, popularity, itemknn, ease, lightfm, content (see --set).")] = "ncf",
+    model: Annotated[str, typer.Option(
+        help="auto (compare ncf, ease, itemknn, lightfm, popularity and a blend on a validation split of the "
+             "interactions; serve the best), or one of ncf, ease, itemknn, lightfm, popularity, content, blend.")
+    ] = "auto",
     strict: Annotated[bool, typer.Option(help="Interactions naming unknown items are an error, not dropped.")] = False,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs (NCF: early stopping picks the best).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Model config KEY=VALUE (JSON values), repeatable.")
+        list[str] | None, typer.Option("--set", help="Model config KEY=VALUE (JSON values), repeatable; with "
+                                                     "--model auto, MODEL.KEY=VALUE sets one candidate's.")
     ] = None,
     modalities: Annotated[str, typer.Option(
         help="Content modalities to use: all, a comma list (text,image,audio), or auto (drop those that "

@@ -1,9 +1,10 @@
 """`tlrec demo`: the whole system on the built-in demo catalog, end to end.
 
 Leaves in ``out``: the catalog (with images and audio), interactions, the planted
-truth, item vectors, a temporal train/test split, artifacts (popularity and NCF,
-``current`` = NCF) and ``evaluation.json``, so every other command can be tried on
-them. Prints an evaluation table and sample recommendations beside each history.
+truth, item vectors, a temporal train/test split, artifacts (popularity, and the model
+``tlrec train`` chooses by validation: ``current``) and ``evaluation.json``, so every other
+command can be tried on them. Prints the validation table of the model selection, an
+evaluation table and sample recommendations beside each history.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tlrec.embeddings.embed_catalog import embed_catalog
 from tlrec.embeddings.vectors import load_item_vectors
 from tlrec.serving.served_model import ServedModel
 from tlrec.files import write_json_atomic, write_parquet_atomic
+from tlrec.training.artifacts import read_json
 from tlrec.services.demo_catalog import generate_demo
 from tlrec.services.jobs import evaluate_job, metrics_table, train_job
 from tlrec.tables import Columns
@@ -30,6 +32,8 @@ from tlrec.training.splits import temporal_split
 logger = logging.getLogger(__name__)
 
 KS = (10, 20)
+#: The evaluation's name for the model `tlrec train` chose.
+SERVED = "served"
 
 
 @dataclass
@@ -48,7 +52,7 @@ class DemoResult:
 
 def run_demo(out: Path, n_items: int = 2000, n_users: int = 1000, seed: int = 0,
              console: Console | None = None) -> DemoResult:
-    """Generate, embed, split, train popularity and NCF, evaluate, show recommendations."""
+    """Generate, embed, split, train popularity and the chosen model, evaluate, show recommendations."""
     console = console or Console(stderr=False)
     start = time.perf_counter()
     out = Path(out)
@@ -74,25 +78,41 @@ def run_demo(out: Path, n_items: int = 2000, n_users: int = 1000, seed: int = 0,
     write_parquet_atomic(test, test_path)
     console.print(f"train {train.height} / test {test.height} interactions")
 
-    console.rule("[bold]4/5 training")
+    console.rule("[bold]4/5 training (candidates compared on a validation split of the training events)")
     artifacts = out / "artifacts"
-    versions = {}
-    for model in ("popularity", "ncf"):
-        versions[model] = train_job(files.catalog, train_path, artifacts, vectors_path=vectors_path, model=model)
-        console.print(f"{model}: {versions[model]}")
+    versions = {"popularity": train_job(files.catalog, train_path, artifacts, model="popularity")}
+    versions[SERVED] = train_job(files.catalog, train_path, artifacts, vectors_path=vectors_path)
+    selection = read_json(versions[SERVED] / "manifest.json").get("selection") or {}
+    console.print(_selection_table(selection))
+    console.print(f"served: [bold]{selection.get('choice')}[/bold] ({versions[SERVED].name})")
 
     console.rule("[bold]5/5 evaluation on the held-out test events")
     metrics = {model: evaluate_job(path, test_path, KS)["all"] for model, path in versions.items()}
     console.print(metrics_table(metrics, KS))
-    ratio = metrics["ncf"]["ndcg@10"] / max(metrics["popularity"]["ndcg@10"], 1e-12)
-    console.print(f"NCF NDCG@10 / popularity NDCG@10 = [bold]{ratio:.2f}x[/bold]")
-    write_json_atomic(out / "evaluation.json", {"metrics": metrics, "ndcg@10_ratio_ncf_over_popularity": ratio})
+    ratio = metrics[SERVED]["ndcg@10"] / max(metrics["popularity"]["ndcg@10"], 1e-12)
+    console.print(f"served NDCG@10 / popularity NDCG@10 = [bold]{ratio:.2f}x[/bold]")
+    write_json_atomic(out / "evaluation.json", {"metrics": metrics, "served_model": selection.get("choice"),
+                                                "ndcg@10_ratio_served_over_popularity": ratio})
 
     _show_samples(console, ServedModel.load(artifacts), catalog, train, files.truth)
     console.print(f"done in {time.perf_counter() - start:.0f}s. Try:\n"
                   f"  tlrec evaluate --artifacts {artifacts} --interactions {test_path}\n"
                   f"  TLREC_API_KEYS=dev-key tlrec serve --artifacts {artifacts}   (or --insecure on a laptop)")
     return DemoResult(out, files.catalog, files.interactions, vectors_path, train_path, test_path, artifacts, metrics)
+
+
+def _selection_table(selection: dict) -> Table:
+    """The validation table of ``tlrec train --model auto`` (the manifest's ``selection``)."""
+    split = selection.get("validation") or {}
+    table = Table(title=f"model selection ({split.get('by', '?')} validation split)")
+    for col, justify in (("candidate", "left"), ("val NDCG@10", "right"), ("fit s", "right"), ("note", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for c in selection.get("candidates") or []:
+        score = c.get("validation_ndcg")
+        served = " [bold](served)[/bold]" if c.get("name") == selection.get("choice") else ""
+        table.add_row(c.get("name", "?"), "-" if score is None else f"{score:.4f}", f"{c.get('fit_seconds', 0):.1f}",
+                      f"{c.get('note', '')}{served}")
+    return table
 
 
 def _encoders_table(cards: dict[str, dict]) -> Table:

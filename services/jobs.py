@@ -14,18 +14,25 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tlrec.embeddings.registry import DEFAULTS
 from tlrec.embeddings.embed_catalog import embed_catalog
+from tlrec.embeddings.registry import DEFAULTS
 from tlrec.embeddings.vectors import ItemVectors, load_item_vectors
 from tlrec.errors import UsageError
 from tlrec.files import sha256_file, write_json_atomic
 from tlrec.serving.served_model import ServedModel
-from tlrec.training.artifacts import new_version, staged_version
 from tlrec.tables import Columns
+from tlrec.training.artifacts import new_version, staged_version
 from tlrec.training.data import load_catalog, load_interactions
 from tlrec.training.evaluate import evaluate_segments, write_report
-from tlrec.training.transfer import TransferReport, plot_gains, render_markdown, select_modalities, transfer_report
-from tlrec.training.train import build_model, train_into
+from tlrec.training.selection import AUTO
+from tlrec.training.train import check_model_choice, train_into
+from tlrec.training.transfer import (
+    TransferReport,
+    plot_gains,
+    render_markdown,
+    select_modalities,
+    transfer_report,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,19 +74,22 @@ def train_job(
     interactions_path: Path,
     artifacts_root: Path,
     vectors_path: Path | None = None,
-    model: str = "ncf",
+    model: str = AUTO,
     strict: bool = False,
     config: dict[str, Any] | None = None,
     modalities: str = "all",
 ) -> Path:
     """Validate inputs, embed the catalog if no vectors are given, fit, write the version (index included), publish.
 
+    ``model``: a registry name, or ``auto`` (the default): candidates compared on a validation
+    split of these interactions, the best served (``training.selection``).
+
     ``modalities``: "all", a comma list (e.g. "text,image"), or "auto": measure the
     transfer of each modality on a time-based split of these interactions
     (``training.transfer``) and drop those that transfer negatively.
     Returns the published version directory; ``artifacts_root/current`` names it.
     """
-    wants_vectors = build_model(model, config).wants_item_vectors()  # bad model name/config fails first
+    wants_vectors = check_model_choice(model, config)  # a bad model name or config fails first
     catalog = load_catalog(catalog_path)
     interactions = load_interactions(interactions_path, catalog=catalog, strict=strict)
     vectors: ItemVectors | None = None
@@ -111,8 +121,8 @@ def _choose_modalities(catalog: pl.DataFrame, interactions: pl.DataFrame, vector
     if modalities == "all":
         return vectors
     if modalities == "auto":
-        if model != "ncf":
-            raise UsageError("--modalities auto measures transfer with NCF; use it with --model ncf")
+        if model not in ("ncf", AUTO):
+            raise UsageError("--modalities auto measures transfer with NCF; use it with --model ncf or auto")
         report = transfer_report(catalog, interactions, vectors, config=config)
         keep = report.keep_modalities()
         manifest["transfer"] = report.to_dict()

@@ -52,6 +52,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     write_parquet_atomic(test, root / "test.parquet")
     artifacts = root / "artifacts"
     popularity = train_job(files.catalog, root / "train.parquet", artifacts, model="popularity")
-    ncf = train_job(files.catalog, root / "train.parquet", artifacts, vectors_path=vectors, config=TEST_NCF_CONFIG)
+    ncf = train_job(files.catalog, root / "train.parquet", artifacts, vectors_path=vectors, model="ncf",
+                    config=TEST_NCF_CONFIG)
     return World(root, files.catalog, files.interactions, vectors, root / "train.parquet", root / "test.parquet",
                  artifacts, ncf, popularity)

@@ -48,11 +48,14 @@ def train(
     out: str | Path,
     *,
     vectors: str | Path | None = None,
-    model: str = "ncf",
+    model: str = "auto",
     config: dict[str, Any] | None = None,
     modalities: str = "all",
 ) -> Path:
     """Fit ``model`` on the files (catalog and interactions contracts) and publish a version under ``out``.
+
+    ``model="auto"`` compares the candidate models on a validation split of the interactions
+    and serves the best (``training.selection``); a registry name forces one.
 
     ``vectors``: an item-vectors file from :func:`embed` (default: the catalog is embedded
     with the default encoders). ``config``: model settings (``tlrec train --set``).

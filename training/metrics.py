@@ -23,11 +23,13 @@ from tlrec.tables import Columns
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "bootstrap_diff",
     "catalog_coverage",
     "evaluate_rankings",
     "hit_rate_at_k",
     "map_at_k",
     "ndcg_at_k",
+    "ndcg_per_user",
     "precision_at_k",
     "recall_at_k",
 ]
@@ -110,6 +112,29 @@ def ndcg_at_k(
 ) -> float:
     """Mean NDCG@k with binary gains: DCG = sum over hits of 1/log2(rank+1), IDCG over min(|rel|, k)."""
     return _mean_over_users(recommended, relevant, k, lambda h, r: _ndcg(h, r, k))
+
+
+def ndcg_per_user(
+    recommended: Sequence[Sequence[Any]], relevant: Sequence[Collection[Any]], k: int
+) -> np.ndarray:
+    """NDCG@k of each user, float64 ``[n]`` (0 for a user with no relevant item): what ``ndcg_at_k`` averages."""
+    _check_k(k)
+    return np.array([_ndcg(_hits(rec, rel, k), len(rel), k) if rel else 0.0
+                     for rec, rel in zip(recommended, relevant, strict=True)], np.float64)
+
+
+#: Resamples of users behind every bootstrap interval.
+BOOTSTRAP_DRAWS = 1000
+
+
+def bootstrap_diff(a: np.ndarray, b: np.ndarray, seed: int = 0, draws: int = BOOTSTRAP_DRAWS) -> tuple[float, float, float]:
+    """Mean of ``a - b`` (paired, ``[n]``) and its percentile 95% interval over resampled users."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if len(d) == 0:
+        return 0.0, 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(draws, len(d)))].mean(axis=1)
+    return float(d.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def _ap(hits: np.ndarray, n_rel: int, k: int) -> float:

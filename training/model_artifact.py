@@ -88,6 +88,8 @@ class ModelArtifact:
             "n_interactions": data.interactions.height,
             "fit_seconds": round(fit_seconds, 3),
         }
+        if model.validation_ndcg_ is not None:
+            training["validation_ndcg@10"] = round(model.validation_ndcg_, 5)
         if index is not None:
             training["index"] = {"type": type(index.index).__name__, "dim": index.dim, "ntotal": index.ntotal}
         return cls(model, PopularityModel().fit(data), data.items, data.users, data.seen(), index, training)

@@ -18,7 +18,7 @@ from tlrec.tables import Columns, DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cold_item_split", "global_temporal_split", "temporal_split"]
+__all__ = ["cold_item_split", "global_temporal_split", "random_split", "temporal_split"]
 
 _ROW = "__split_row"
 # Guards ceil() against float error: 0.1 * 30 == 3.0000000000000004 must give 3.
@@ -81,6 +81,48 @@ def temporal_split(
         "temporal split: %d train / %d test interactions, %d users in test",
         train.height, test.height, test[C.USER].n_unique() if test.height else 0,
     )
+    return train, test
+
+
+def random_split(
+    interactions: pl.DataFrame, test_fraction: float = 0.2, min_events: int = 2, seed: int = 0
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per-user random hold-out: the split to use when time order carries no signal.
+
+    For each user with ``n >= min_events`` events, ``ceil(test_fraction * n)`` events drawn
+    at random (a seeded polars hash of user, item and timestamp: independent of row order, stable
+    for a given polars version) go to test, at least one
+    staying in train; users with fewer events stay in train. Same counts as
+    :func:`temporal_split`, so the two can be compared.
+
+    Returns:
+        ``(train, test)``, each with the input columns, rows in input order.
+    """
+    _check_fraction("test_fraction", test_fraction)
+    if isinstance(min_events, bool) or not isinstance(min_events, int) or min_events < 1:
+        raise ValueError(f"min_events must be an integer >= 1, got {min_events!r}")
+    C = Columns
+    _check_columns(interactions, C.USER)
+    n = pl.len().over(C.USER)
+    n_test = (
+        pl.when(n >= min_events)
+        .then(pl.min_horizontal((test_fraction * n - _EPS).ceil().cast(pl.Int64), n - 1))
+        .otherwise(0)
+    )
+    # a seeded hash of each event's content: the draw does not depend on row order
+    key = [pl.col(c).cast(pl.String) for c in (C.USER, C.ITEM, C.TIMESTAMP) if c in interactions.columns]
+    flagged = (
+        interactions.with_row_index(_ROW)
+        .with_columns(pl.concat_str(key, separator="\x1f").hash(seed=seed).alias("__noise"))
+        .sort([C.USER, "__noise", _ROW])
+        .with_columns((pl.int_range(pl.len()).over(C.USER) < n_test).alias("__test"))
+        .sort(_ROW)
+    )
+    is_test = flagged["__test"]
+    cols = interactions.columns
+    train, test = flagged.filter(~is_test).select(cols), flagged.filter(is_test).select(cols)
+    logger.info("random split: %d train / %d test interactions, %d users in test",
+                train.height, test.height, test[C.USER].n_unique() if test.height else 0)
     return train, test
 
 

@@ -14,19 +14,19 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from pydantic import ValidationError
 
+from tlrec.embeddings.catalog_inputs import item_texts
 from tlrec.embeddings.finetune import TextTopLayers
 from tlrec.embeddings.registry import get_encoder
 from tlrec.embeddings.text import TextEncoder
-from tlrec.embeddings.catalog_inputs import item_texts
 from tlrec.embeddings.vectors import ItemVectors
-from tlrec.errors import ConfigError
+from tlrec.errors import ConfigError, UsageError
 from tlrec.tables import Columns
 from tlrec.training.id_map import IdMap
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.model_artifact import ModelArtifact
-from tlrec.training.models import Recommender, get_model_class
+from tlrec.training.models import Recommender, build_model
+from tlrec.training.selection import AUTO, Selection, candidate_configs, select_model
 
 logger = logging.getLogger(__name__)
 
@@ -43,37 +43,45 @@ def align_vectors(items: IdMap, vectors: ItemVectors) -> np.ndarray:
     return matrix
 
 
-def build_model(model: str, config: dict[str, Any] | None = None) -> Recommender:
-    """An unfitted model of registry name ``model``; ``ConfigError`` names the bad key."""
-    model_class = get_model_class(model)
-    try:
-        return model_class(model_class.config_class.model_validate(config or {}))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "config"
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{model} config: {where}: {msg}{more}") from None
-
-
 def fit_model(
     catalog: pl.DataFrame,
     interactions: pl.DataFrame,
     vectors: ItemVectors | None = None,
-    model: str = "ncf",
+    model: str = AUTO,
     config: dict[str, Any] | None = None,
-) -> tuple[Recommender, InteractionData]:
-    """Fit ``model`` on validated frames; returns the fitted model and its indexed data."""
-    recommender = build_model(model, config)
+    keep_candidates: bool = False,
+) -> tuple[Recommender, InteractionData, Selection | None]:
+    """Fit ``model`` on validated frames (``auto``: choose one by validation, ``training.selection``).
+
+    Returns the fitted model, its indexed data and, for ``auto``, how it was chosen
+    (``keep_candidates``: with every tuned candidate, see ``select_model``).
+    """
     items = IdMap(catalog[Columns.ITEM].to_list())
     data = InteractionData.build(interactions, items)
+    if model == AUTO:
+        check_model_choice(model, config)
+        selection = select_model(data, align_vectors(items, vectors) if vectors is not None else None, config,
+                                 keep_candidates=keep_candidates)
+        return selection.model, data, selection
+    recommender = build_model(model, config)
     content = align_vectors(items, vectors) if vectors is not None and recommender.wants_item_vectors() else None
     finetune = int(getattr(recommender.config, "finetune_layers", 0) or 0)
     if finetune and content is not None and recommender.finetunes_text:
         assert vectors is not None
         recommender.set_text_finetuning(*text_finetuning(catalog, vectors, finetune))
     recommender.fit(data, content)
-    return recommender, data
+    return recommender, data, None
+
+
+def check_model_choice(model: str, config: dict[str, Any] | None) -> bool:
+    """Fail fast on a bad model name or config (one line); returns whether the fit uses item vectors."""
+    if model == AUTO:
+        if any(key.split(".")[-1] == "finetune_layers" and value for key, value in (config or {}).items()):
+            raise UsageError("--finetune-layers fine-tunes NCF's text encoder: use it with --model ncf")
+        for name, cfg in candidate_configs(config).items():
+            build_model(name, cfg)
+        return True
+    return build_model(model, config).wants_item_vectors()
 
 
 def text_finetuning(catalog: pl.DataFrame, vectors: ItemVectors, n_layers: int) -> tuple[TextTopLayers, slice]:
@@ -100,13 +108,16 @@ def train_into(
     catalog: pl.DataFrame,
     interactions: pl.DataFrame,
     vectors: ItemVectors | None = None,
-    model: str = "ncf",
+    model: str = AUTO,
     config: dict[str, Any] | None = None,
 ) -> tuple[Recommender, dict[str, Any]]:
     """Fit and write the complete version (``ModelArtifact``) into ``out_dir``; returns (model, manifest fields)."""
     start = time.perf_counter()
-    recommender, data = fit_model(catalog, interactions, vectors, model, config)
-    info = ModelArtifact.build(recommender, data, time.perf_counter() - start).write(out_dir)
-    logger.info("trained %s on %d interactions in %.1fs", model, info["n_interactions"], info["fit_seconds"])
+    recommender, data, selection = fit_model(catalog, interactions, vectors, model, config)
+    artifact = ModelArtifact.build(recommender, data, time.perf_counter() - start)
+    if selection is not None:
+        artifact.training["selection"] = selection.to_dict()
+    info = artifact.write(out_dir)
+    logger.info("trained %s on %d interactions in %.1fs", recommender.name, info["n_interactions"],
+                info["fit_seconds"])
     return recommender, info
-

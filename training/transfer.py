@@ -41,7 +41,7 @@ from tlrec.errors import ConfigError, UsageError
 from tlrec.tables import Columns
 from tlrec.training.id_map import IdMap
 from tlrec.training.interaction_data import InteractionData
-from tlrec.training.metrics import ndcg_at_k, recall_at_k
+from tlrec.training.metrics import bootstrap_diff, ndcg_at_k, recall_at_k
 from tlrec.training.models import NCFConfig, NCFModel
 from tlrec.training.splits import cold_item_split, temporal_split
 
@@ -51,7 +51,6 @@ NONE, ALL = "none", "all"
 GROUPS = ("warm", "sparse", "cold items")
 METRIC_OF_GROUP = {"warm": "ndcg@10", "sparse": "ndcg@10", "cold items": "recall@20"}
 SPARSE_QUANTILE = 0.25
-BOOTSTRAP_DRAWS = 1000
 
 
 @dataclass
@@ -133,16 +132,6 @@ def content_for(vectors: ItemVectors, items: IdMap, modalities: Sequence[str]) -
     ok = idx >= 0
     out[idx[ok]] = fused[ok]
     return out
-
-
-def bootstrap_diff(a: np.ndarray, b: np.ndarray, seed: int = 0, draws: int = BOOTSTRAP_DRAWS) -> tuple[float, float, float]:
-    """Mean of ``a - b`` (paired, ``[n]``) and its percentile 95% interval over resampled users."""
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    if len(d) == 0:
-        return 0.0, 0.0, 0.0
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(draws, len(d)))].mean(axis=1)
-    return float(d.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def _per_user(metric: Callable[..., float], recs: dict[str, list[int]], rel: dict[str, set[int]],

@@ -103,7 +103,7 @@ def test_train_embeds_itself_then_score_exclude_seen(movielens, tmp_path):
     """Without --vectors, train embeds the catalog; score gives k unseen items per user."""
     artifacts = tmp_path / "artifacts"
     run_tlrec("train", "--catalog", movielens / "catalog.parquet", "--interactions",
-              movielens / "interactions.parquet", "--out", artifacts, "--epochs", "3")
+              movielens / "interactions.parquet", "--out", artifacts, "--model", "ncf", "--epochs", "3")
     version = artifacts / (artifacts / "current").read_text().strip()
     assert (version / "item_vectors.parquet").is_file() and (version / "index.faiss").is_file()
     users = tmp_path / "users.txt"
@@ -258,14 +258,14 @@ def test_transfer_report_and_modalities_auto(world, tmp_path):
 
     artifacts = tmp_path / "artifacts"
     run_tlrec("train", "--catalog", world.catalog, "--interactions", world.train, "--vectors", world.vectors,
-              "--out", artifacts, "--modalities", "auto", *FAST_NCF)
+              "--out", artifacts, "--model", "ncf", "--modalities", "auto", *FAST_NCF)
     manifest = json.loads((artifacts / (artifacts / "current").read_text().strip() / "manifest.json").read_text())
     assert manifest["modalities"] == manifest["transfer"]["keep"]
 
 
 def test_modalities_list_must_name_known_ones(world, tmp_path):
     proc = run_tlrec("train", "--catalog", world.catalog, "--interactions", world.train, "--vectors", world.vectors,
-                     "--out", tmp_path / "a", "--modalities", "text,smell", check=False)
+                     "--out", tmp_path / "a", "--model", "ncf", "--modalities", "text,smell", check=False)
     assert "smell" in error_line(proc) and not (tmp_path / "a" / "current").exists()
 
 

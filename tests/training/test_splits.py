@@ -118,3 +118,91 @@ def test_global_temporal_split() -> None:
     same = frame([("u", "a", 5), ("v", "b", 5), ("w", "c", 5)])
     train, test = global_temporal_split(same)
     assert train.height == 3 and test.height == 0
+
+
+# ------------------------------------------------------------------ random_split
+def _random_frame() -> pl.DataFrame:
+    """Users with 1..9 events (so some fall under min_events), timestamps out of row order."""
+    rows = []
+    for u in range(12):
+        n = 1 + u % 9
+        for j in range(n):
+            rows.append((f"u{u:02d}", f"u{u:02d}-i{j}", (7 * j + 3 * u) % 11 + 100 * j))
+    return frame(rows)
+
+
+def _per_user_counts(df: pl.DataFrame) -> dict[str, int]:
+    return dict(df.group_by(C.USER).len().iter_rows())
+
+
+@pytest.mark.parametrize("fraction, min_events", [(0.2, 2), (0.5, 2), (0.1, 3), (0.9, 4)])
+def test_random_split_counts_equal_temporal_split(fraction: float, min_events: int) -> None:
+    from tlrec.training.splits import random_split
+
+    df = _random_frame()
+    t_train, t_test = temporal_split(df, test_fraction=fraction, min_events=min_events)
+    r_train, r_test = random_split(df, test_fraction=fraction, min_events=min_events, seed=3)
+    assert _per_user_counts(r_test) == _per_user_counts(t_test)
+    assert _per_user_counts(r_train) == _per_user_counts(t_train)
+    assert r_train.height + r_test.height == df.height
+    assert pairs(r_train) | pairs(r_test) == pairs(df) and not pairs(r_train) & pairs(r_test)
+    assert r_train.columns == df.columns and r_test.columns == df.columns
+
+
+def test_random_split_is_seeded() -> None:
+    from tlrec.training.splits import random_split
+
+    df = _random_frame()
+    _, a = random_split(df, test_fraction=0.5, seed=1)
+    _, b = random_split(df, test_fraction=0.5, seed=1)
+    assert a.equals(b)
+    others = [pairs(random_split(df, test_fraction=0.5, seed=s)[1]) for s in range(2, 6)]
+    assert any(o != pairs(a) for o in others)  # the seed matters
+    # rows keep input order
+    order = {p: i for i, p in enumerate(df.select(C.USER, C.ITEM).iter_rows())}
+    got = [order[p] for p in a.select(C.USER, C.ITEM).iter_rows()]
+    assert got == sorted(got)
+
+
+def test_random_split_does_not_follow_time() -> None:
+    """Unlike temporal_split, the held-out events are not always each user's last ones."""
+    from tlrec.training.splits import random_split
+
+    df = frame([(f"u{u}", f"i{j}", j) for u in range(30) for j in range(10)])
+    _, t_test = temporal_split(df, test_fraction=0.2)
+    _, r_test = random_split(df, test_fraction=0.2, seed=0)
+    assert pairs(r_test) != pairs(t_test)
+    assert r_test[C.TIMESTAMP].min() < 8
+
+
+def test_random_split_ignores_row_order_within_a_user() -> None:
+    from tlrec.training.splits import random_split
+
+    df = _random_frame()
+    _, test = random_split(df, test_fraction=0.5, seed=11)
+    # shuffle only within users (users stay in the same blocks), then the whole frame
+    within = df.with_row_index("r").sort([C.USER, pl.col("r").shuffle(seed=5).over(C.USER)]).drop("r")
+    assert not within.equals(df)
+    _, test_within = random_split(within, test_fraction=0.5, seed=11)
+    assert pairs(test_within) == pairs(test)
+    shuffled = df.sample(fraction=1.0, shuffle=True, seed=123)
+    _, test_shuffled = random_split(shuffled, test_fraction=0.5, seed=11)
+    assert pairs(test_shuffled) == pairs(test)
+
+
+def test_random_split_min_events_stay_in_train() -> None:
+    from tlrec.training.splits import random_split
+
+    df = _random_frame()
+    counts = _per_user_counts(df)
+    train, test = random_split(df, test_fraction=0.5, min_events=4, seed=0)
+    small = {u for u, n in counts.items() if n < 4}
+    assert small and not small & set(test[C.USER])
+    assert {u for u, n in _per_user_counts(train).items() if u in small} == small
+    assert all(_per_user_counts(train)[u] == counts[u] for u in small)
+    # every user with enough events keeps at least one in train
+    assert set(_per_user_counts(train)) == set(counts)
+    with pytest.raises(ValueError, match="test_fraction"):
+        random_split(df, test_fraction=1.0)
+    with pytest.raises(ValueError, match="min_events"):
+        random_split(df, min_events=0)

@@ -7,13 +7,13 @@ import polars as pl
 import pytest
 
 from tlrec.embeddings.vectors import ItemVectors
+from tlrec.training.metrics import bootstrap_diff
 from tlrec.training.transfer import (
     ALL,
     NONE,
     GroupResult,
     TransferReport,
     _gains,
-    bootstrap_diff,
     render_markdown,
     select_modalities,
     transfer_report,

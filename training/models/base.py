@@ -28,15 +28,22 @@ from pathlib import Path
 from typing import ClassVar, Self
 
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors.torch import save_file
 
-from tlrec.training.artifacts import ArtifactError, VerifiedVersion, first_line, load_tensors, read_json, tensor_array
-from tlrec.tables import Columns, DataError
+from tlrec.tables import DataError
+from tlrec.training.artifacts import (
+    ArtifactError,
+    VerifiedVersion,
+    first_line,
+    load_tensors,
+    read_json,
+    tensor_array,
+)
 from tlrec.training.interaction_data import InteractionData
+from tlrec.training.validation import ValidationSplit
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +97,51 @@ class Recommender(ABC):
         self.n_users = 0
         self.n_items = 0
         self.is_fitted = False
+        #: NDCG@10 on the held-out events of the last ``tune`` (None: not tuned)
+        self.validation_ndcg_: float | None = None
 
     # ----------------------------------------------------------------- fitting
-    def fit(self, data: InteractionData, item_vectors: np.ndarray | None = None) -> Self:
+    def fit(self, data: InteractionData, item_vectors: np.ndarray | None = None,
+            validation: ValidationSplit | None = None) -> Self:
         """Fit on ``data``; ``item_vectors`` is float32 ``[data.n_items, d]`` content (optional).
 
-        Raises ValueError on empty data or vectors whose shape does not match the catalog.
+        A model that chooses settings on held-out events (``chooses_on_validation``) runs
+        ``tune`` on ``validation`` (made from ``data`` by ``ValidationSplit.of`` when not given)
+        and then ``refit`` on all of ``data`` with what it chose; other models fit on ``data``.
+        Raises ``DataError`` on empty data, ValueError on vectors whose shape does not match.
         """
+        if self.chooses_on_validation():
+            split = validation if validation is not None else ValidationSplit.of(data, self.validation_fraction())
+            if not split.empty:
+                return self.tune(split, item_vectors).refit(data, item_vectors)
+            logger.warning("%s: no held-out events to choose settings on (every user has < 2); using the "
+                           "configured defaults", self.name)
+        vectors = self._prepare(data, item_vectors)
+        self._fit(data, vectors, None)
+        self.is_fitted = True
+        return self
+
+    def tune(self, validation: ValidationSplit, item_vectors: np.ndarray | None = None) -> Self:
+        """Fit on ``validation.fit_data``, choosing settings on its held-out events.
+
+        Sets ``validation_ndcg_``: NDCG@10 of the fitted model on the held-out events (seen
+        items excluded), the figure ``training.selection`` compares models by.
+        """
+        vectors = self._prepare(validation.fit_data, item_vectors)
+        self._fit(validation.fit_data, vectors, validation)
+        self.is_fitted = True
+        self.validation_ndcg_ = validation.score_model(self)
+        return self
+
+    def refit(self, data: InteractionData, item_vectors: np.ndarray | None = None) -> Self:
+        """Take all of ``data`` (what ``tune`` fitted on plus the held-out events) with the chosen settings."""
+        vectors = self._prepare(data, item_vectors)
+        self._refit(data, vectors)
+        self.is_fitted = True
+        return self
+
+    def _prepare(self, data: InteractionData, item_vectors: np.ndarray | None) -> np.ndarray | None:
+        """Check ``data`` and ``item_vectors``; set the sizes. Returns the vectors as float32."""
         if data.interactions.height == 0:
             raise DataError(f"{self.name}: no interactions to fit on")
         if item_vectors is not None:
@@ -109,12 +154,24 @@ class Recommender(ABC):
             if not np.isfinite(item_vectors).all():
                 raise ValueError(f"{self.name}: item vectors contain NaN or inf")
         self.n_users, self.n_items = data.n_users, data.n_items
-        self._fit(data, item_vectors)
-        self.is_fitted = True
-        return self
+        return item_vectors
 
     @abstractmethod
-    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None: ...
+    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None,
+             validation: ValidationSplit | None) -> None:
+        """Fit on ``data``; with ``validation`` (whose ``fit_data`` is ``data``) choose settings on it."""
+
+    def _refit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
+        """``refit``'s work; by default a fresh fit on ``data`` with the settings chosen by ``tune``."""
+        self._fit(data, item_vectors, None)
+
+    def chooses_on_validation(self) -> bool:
+        """True when this model (as configured) chooses settings on held-out events (``tune``)."""
+        return False
+
+    def validation_fraction(self) -> float:
+        """Share of each user's events ``fit`` holds out when it makes its own validation split."""
+        return float(getattr(self.config, "val_fraction", 0.1) or 0.1)
 
     def wants_item_vectors(self) -> bool:
         """True when this model (as configured) uses pre-trained item vectors in ``fit``."""
@@ -484,14 +541,3 @@ def top_k(scores: np.ndarray, k: int, item_ids: np.ndarray) -> tuple[np.ndarray,
         items = np.pad(items, ((0, 0), (0, k - kk)), constant_values=-1)
         top_scores = np.pad(top_scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
     return items, top_scores
-
-
-def relevant_by_user(val: pl.DataFrame, data: InteractionData) -> dict[int, set[int]]:
-    """Held-out events as internal ``user -> item set``, restricted to users and items in ``data``."""
-    users = data.users.to_internal(val[Columns.USER], missing="ignore")
-    items = data.items.to_internal(val[Columns.ITEM], missing="ignore")
-    rel: dict[int, set[int]] = {}
-    for u, i in zip(users.tolist(), items.tolist()):
-        if u >= 0 and i >= 0:
-            rel.setdefault(u, set()).add(i)
-    return rel

@@ -21,6 +21,7 @@ import torch
 
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models.base import ModelConfig, Recommender
+from tlrec.training.validation import ValidationSplit
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ class ContentProfileModel(Recommender):
     def wants_item_vectors(self) -> bool:
         return True
 
-    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
+    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None,
+             validation: ValidationSplit | None = None) -> None:
         if item_vectors is None:
             raise ValueError(f"{self.name}: needs item vectors (float32 [n_items, d]); got none")
         self.item_vectors = _unit_rows(item_vectors)  # [n_items, d]

@@ -22,6 +22,7 @@ from pydantic import Field
 
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models.base import ModelConfig, Recommender
+from tlrec.training.validation import ValidationSplit
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,8 @@ class ItemKNNModel(Recommender):
         self.similarity: sp.csr_matrix | None = None
         self.user_items: sp.csr_matrix | None = None
 
-    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
+    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None,
+             validation: ValidationSplit | None = None) -> None:
         self.user_items = data.matrix(binary=True)
         self.similarity = item_similarity(self.user_items, self.config.neighbors, self.config.shrinkage)
         logger.info("itemknn: %d items, %d similarity entries (<= %d per item)",

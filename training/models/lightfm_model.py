@@ -23,9 +23,9 @@ Determinism: given ``seed`` the initialisation and the epoch shuffles are fixed,
 LightFM's Hogwild SGD with ``num_threads > 1`` is not reproducible run to run. Use
 ``num_threads=1`` where bit-for-bit repeats matter.
 
-Optional early stopping (``val_fraction > 0``): train on a per-user temporal split of
-the training data, keep the epoch with the best validation NDCG@10 (patience
-``patience``), then refit on all of it for that many epochs.
+Early stopping (``Recommender.tune``, and ``fit`` with ``val_fraction > 0``): train on the
+validation split's training part, keep the epoch with the best validation NDCG@10 (patience
+``patience``), then ``refit`` on all of the data for that many epochs.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import os
 from typing import Any, Literal
 
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 import torch
 from pydantic import Field
@@ -43,8 +42,7 @@ from pydantic import Field
 from tlrec.errors import ConfigError
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models.base import ModelConfig, Recommender
-from tlrec.training.models.ease import holdout_ndcg
-from tlrec.training.splits import temporal_split
+from tlrec.training.validation import ValidationSplit
 
 logger = logging.getLogger(__name__)
 
@@ -103,24 +101,25 @@ class LightFMModel(Recommender):
     def wants_item_vectors(self) -> bool:
         return self.config.features == "vectors"
 
-    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
+    def chooses_on_validation(self) -> bool:
+        return self.config.val_fraction > 0
+
+    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None,
+             validation: ValidationSplit | None = None) -> None:
         cfg = self.config
         content = None
         if cfg.features == "vectors":
             if item_vectors is None:
                 raise ConfigError("lightfm: features='vectors' needs item_vectors passed to fit(data, item_vectors)")
             content = normalise_rows(item_vectors)
-        epochs = cfg.epochs
-        if cfg.val_fraction > 0:
-            fit_part, val_part = temporal_split(data.interactions, test_fraction=cfg.val_fraction)
-            if val_part.height > 0:
-                fit_data = InteractionData.build(fit_part, data.items, users=data.users)
-                epochs = self._train(fit_data, content, cfg.epochs, val=val_part)
-                logger.info("lightfm: best validation epoch %d of %d", epochs, cfg.epochs)
-        self.best_epoch_ = epochs
-        self._train(data, content, epochs, val=None)
+        if validation is not None:
+            self.best_epoch_ = self._train(data, content, cfg.epochs, val=validation)
+            logger.info("lightfm: best validation epoch %d of %d", self.best_epoch_, cfg.epochs)
+        else:  # a refit: the epochs chosen on validation, else the configured ones
+            self._train(data, content, self.best_epoch_ or cfg.epochs, val=None)
 
-    def _train(self, data: InteractionData, content: np.ndarray | None, epochs: int, val: pl.DataFrame | None) -> int:
+    def _train(self, data: InteractionData, content: np.ndarray | None, epochs: int,
+               val: ValidationSplit | None) -> int:
         """Fit a fresh LightFM for up to ``epochs``; sets the scoring arrays; returns the epochs used."""
         from lightfm import LightFM  # the compiled extension is only needed for fitting
 
@@ -151,7 +150,7 @@ class LightFMModel(Recommender):
             if val is None:
                 continue
             self._set_params(_params_of(model), full)
-            score = holdout_ndcg(lambda users: self._score(users, None), data, val, k=10)
+            score = val.score_function(lambda users: self._score(users, None))
             logger.info("lightfm: epoch %d validation NDCG@10=%.4f", epoch, score)
             if score > best[0]:
                 best, bad = (score, epoch, _params_of(model)), 0
@@ -159,6 +158,10 @@ class LightFMModel(Recommender):
                 bad += 1
                 if bad >= cfg.patience:
                     break
+            if epoch >= 3 * cfg.patience and val.hopeless(best[0]):
+                logger.info("lightfm: stopped at epoch %d: validation NDCG@10 %.4f is far below the best "
+                            "candidate's %.4f", epoch, best[0], val.bar)
+                break
         if val is not None and best[2] is not None:
             self._set_params(best[2], full)
             return best[1]

@@ -25,7 +25,7 @@ query, history and item vectors and the ranking of a candidate set; ``recommend`
 base class's retrieve -> rank path, the same one serving runs over its FAISS index.
 
 Fitting (``ncf_fit.NCFTrainer``): a denoising autoencoder over the users' histories, validated
-on a time-based split of the training data; see that module. The network is ``ncf_net.NCFNet``.
+on the validation split (``Recommender.tune``); see that module. The network is ``ncf_net.NCFNet``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,13 @@ from torch import nn
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models.base import ModelConfig, Recommender
 from tlrec.training.models.ncf_fit import NCFTrainer
-from tlrec.training.models.ncf_net import NCFNet, UserHistories, recency_weights, row_normalised
+from tlrec.training.models.ncf_net import (
+    NCFNet,
+    UserHistories,
+    recency_weights,
+    row_normalised,
+)
+from tlrec.training.validation import ValidationSplit
 
 logger = logging.getLogger(__name__)
 
@@ -99,13 +105,21 @@ class NCFModel(Recommender):
         self._item_vecs: np.ndarray | None = None
         self._text_tower: nn.Module | None = None  # set_text_finetuning
         self._text_slice: slice | None = None
+        self.epochs_: int | None = None  # epochs kept by validation
 
     def wants_item_vectors(self) -> bool:
         return True
 
     # ------------------------------------------------------------------ fit
-    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
-        NCFTrainer(self).fit(data, item_vectors)
+    def chooses_on_validation(self) -> bool:
+        return self.config.val_fraction > 0
+
+    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None,
+             validation: ValidationSplit | None = None) -> None:
+        NCFTrainer(self).fit(data, item_vectors, validation)
+
+    def _refit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
+        NCFTrainer(self).refit(data, item_vectors)
 
     def set_text_finetuning(self, tower: nn.Module, text_slice: slice) -> None:
         """Give ``finetune_layers`` its text tower before ``fit``.
@@ -197,11 +211,14 @@ class NCFModel(Recommender):
         return self._score_vectors(self._history_vectors(history, None), item_idx)
 
     def _score_vectors(self, p: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
-        items = np.arange(self.n_items) if item_idx is None else item_idx
-        out = np.empty((len(p), len(items)), dtype=np.float32)
-        for s in range(0, len(p), 64):
-            chunk = p[s : s + 64]
-            out[s : s + 64] = self._rank_vectors(chunk, np.broadcast_to(items, (len(chunk), len(items))))
+        """``<p, q> + head(p * q)`` float32 ``[n, m]`` of queries ``[n, dim + 1]`` for ``item_idx`` (all items: None)."""
+        q = self._item_vecs if item_idx is None else self._item_vecs[item_idx]
+        out = np.ascontiguousarray(p, dtype=np.float32) @ q.T
+        if float(self.net.head_on):  # the head was kept by validation; [8, m, dim] at a time
+            q_t = torch.from_numpy(np.ascontiguousarray(q))[None]
+            with torch.inference_mode():
+                for s in range(0, len(p), 8):
+                    out[s : s + 8] += self.net.head_score(torch.from_numpy(p[s : s + 8])[:, None, :], q_t).numpy()
         return out
 
     def _check_fitted_net(self) -> None:

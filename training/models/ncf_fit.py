@@ -8,7 +8,7 @@ over the whole catalog when it is small enough (``full_softmax_items``); above t
 over the batch's items (in-batch negatives) plus uniformly sampled items, with the
 logQ correction for how often each is in the pool (popularity-corrected). The ranking
 head is trained on the towers' hardest wrong answers (towers detached). Early stopping
-on a per-user temporal validation split of the training data, which also picks the
+on the validation split (``training.validation.ValidationSplit``), which also picks the
 recency half-life and whether the head is kept; the new-item tower is then trained
 with the others fixed (half the items, as if new, compete with the rest) and
 early-stopped on items held out of its training. Seeded and deterministic on CPU.
@@ -21,7 +21,6 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 import torch
 from torch import nn
@@ -31,9 +30,9 @@ from tlrec.errors import ConfigError
 from tlrec.tables import DataError
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.metrics import ndcg_at_k
-from tlrec.training.models.base import relevant_by_user, top_k
+from tlrec.training.models.base import top_k
 from tlrec.training.models.ncf_net import NCFNet, UserHistories, row_normalised
-from tlrec.training.splits import temporal_split
+from tlrec.training.validation import ValidationSplit
 
 if TYPE_CHECKING:
     from tlrec.training.models.ncf import NCFModel
@@ -54,7 +53,7 @@ NEW_ITEM_HOLDOUT = 0.2
 
 
 class NCFTrainer:
-    """Fits one ``NCFModel`` in place: ``NCFTrainer(model).fit(data, item_vectors)`` (``Recommender._fit``).
+    """Fits one ``NCFModel`` in place: ``fit(data, item_vectors, validation)`` and ``refit`` (``Recommender``).
 
     Serves each trained net through the model (``NCFModel._set_net``), so validation runs the
     model's own retrieve -> rank path.
@@ -64,31 +63,45 @@ class NCFTrainer:
         self.model = model
         self.config = model.config
 
-    def fit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
-        """Train on ``data`` (content ``item_vectors`` ``[n_items, c]`` or None) and serve the result."""
+    def fit(self, data: InteractionData, item_vectors: np.ndarray | None, validation: ValidationSplit | None) -> None:
+        """Train on ``data`` (content ``item_vectors`` ``[n_items, c]`` or None) and serve the result.
+
+        With ``validation`` (whose ``fit_data`` is ``data``): early stopping, recency half-life
+        and ranking head chosen on its held-out events. Without: ``epochs`` epochs, as configured.
+        """
         cfg = self.config
         content = torch.from_numpy(item_vectors) if item_vectors is not None else None
-        if cfg.val_fraction > 0:
-            fit_part, val_part = temporal_split(data.interactions, test_fraction=cfg.val_fraction)
-            if val_part.height > 0:
-                fit_data = InteractionData.build(fit_part, data.items, users=data.users)
-                epochs = self._train(fit_data, content, cfg.epochs, val=val_part)
-                assert self.model.net is not None
-                head_on, half_life = float(self.model.net.head_on), float(self.model.net.half_life)
-                logger.info("ncf: best validation epoch %d of %d (recency half-life %s, ranking head %s)",
-                            epochs, cfg.epochs, f"{half_life:g} items" if half_life else "none",
-                            "kept" if head_on else "off: it did not help on validation")
-                if cfg.refit:
-                    self._train(data, content, epochs, val=None)
-                    self.model.net.head_on.fill_(head_on)
-                    self.model.net.half_life.fill_(half_life)
-                # a user is their history: serve every user from all of it, validation period included
-                self.model._set_net(self.model.net, UserHistories(data, cfg.max_history))
-                return
-        self._train(data, content, cfg.epochs, val=None)
+        if validation is None:
+            self._train(data, content, self.model.epochs_ or cfg.epochs, val=None)
+            return
+        epochs = self._train(data, content, cfg.epochs, val=validation)
+        assert self.model.net is not None
+        self.model.epochs_ = epochs
+        head_on, half_life = float(self.model.net.head_on), float(self.model.net.half_life)
+        logger.info("ncf: best validation epoch %d of %d (recency half-life %s, ranking head %s)",
+                    epochs, cfg.epochs, f"{half_life:g} items" if half_life else "none",
+                    "kept" if head_on else "off: it did not help on validation")
+
+    def refit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
+        """Serve all of ``data`` after ``fit`` with a validation split.
+
+        A user is their history, so by default every user is served from all of it (held-out
+        events included) without training again; items that first appear in the held-out events
+        are served as new items (content). With ``refit=True`` the net is trained again on
+        ``data`` for the epochs kept, with the recency and head chosen on validation.
+        """
+        cfg = self.config
+        assert self.model.net is not None
+        if cfg.refit:
+            head_on, half_life = float(self.model.net.head_on), float(self.model.net.half_life)
+            content = torch.from_numpy(item_vectors) if item_vectors is not None else None
+            self._train(data, content, self.model.epochs_ or cfg.epochs, val=None)
+            self.model.net.head_on.fill_(head_on)
+            self.model.net.half_life.fill_(half_life)
+        self.model._set_net(self.model.net, UserHistories(data, cfg.max_history))
 
     def _train(self, data: InteractionData, content: torch.Tensor | None, epochs: int,
-               val: pl.DataFrame | None) -> int:
+               val: ValidationSplit | None) -> int:
         """Train a fresh net for up to ``epochs``; returns the epoch count kept (best on ``val``)."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
@@ -110,7 +123,6 @@ class NCFTrainer:
             raise DataError("ncf: no user has an interaction to learn from")
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         batch = cfg.batch_users
-        val_rel = relevant_by_user(val, data) if val is not None else None
         best: tuple[float, int, dict | None] = (-1.0, 0, None)
         bad = 0
         bar = tqdm(range(1, epochs + 1), desc="ncf", unit="epoch", disable=not cfg.progress, leave=False)
@@ -127,8 +139,8 @@ class NCFTrainer:
                 opt.step()
                 total += float(loss.detach())
             postfix = {"loss": f"{total / n_batches:.3f}"}
-            if val_rel is not None and (epoch % cfg.eval_every == 0 or epoch == epochs):
-                score = self._validate_settings(net, hist, val_rel, data)
+            if val is not None and (epoch % cfg.eval_every == 0 or epoch == epochs):
+                score = self._validate_settings(net, hist, val)
                 postfix["val_ndcg@10"] = f"{score:.4f}"
                 if score > best[0]:
                     best = (score, epoch, {k: v.clone() for k, v in net.state_dict().items()})
@@ -138,6 +150,10 @@ class NCFTrainer:
                     if bad >= cfg.patience:
                         bar.set_postfix(postfix)
                         break
+                if epoch >= 3 * cfg.eval_every and val.hopeless(best[0]):
+                    logger.info("ncf: stopped at epoch %d: validation NDCG@10 %.4f is far below the best "
+                                "candidate's %.4f", epoch, best[0], val.bar)
+                    break
             bar.set_postfix(postfix)
         bar.close()
         if best[2] is not None:
@@ -145,15 +161,16 @@ class NCFTrainer:
         self.model._set_net(net, hist)
         if cfg.finetune_layers > 0:
             self._finetune(net, hist, train_matrix, active, log_pop, trained_items, rng,
-                           val_rel, data, best[0] if best[2] is not None else None)
+                           val, best[0] if best[2] is not None else None)
         kept = best[1] if best[2] is not None else epochs
         if net.cold is not None:
-            self._train_cold(net, hist, train_matrix, active, log_pop, trained_items, rng, val_rel, data, kept)
+            self._train_cold(net, hist, train_matrix, active, log_pop, trained_items, rng,
+                             val.relevant if val is not None else None, data, kept)
         return kept
 
     def _finetune(self, net: NCFNet, hist: UserHistories, train_matrix: sp.csr_matrix, active: np.ndarray,
                   log_pop: np.ndarray, trained_items: np.ndarray, rng: np.random.Generator,
-                  val_rel: dict[int, set[int]] | None, data: InteractionData, frozen_score: float | None) -> None:
+                  val: ValidationSplit | None, frozen_score: float | None) -> None:
         """Unfreeze the text encoder's top layers for ``finetune_epochs`` more epochs (gradual unfreezing).
 
         Each step re-encodes up to ``finetune_items`` of the batch's items with gradients; the
@@ -195,8 +212,8 @@ class NCFTrainer:
         with torch.no_grad():  # every item through the tuned layers
             net.content[:, text_slice] = tower.encode_all() * share
         self.model._set_net(net, hist)
-        if val_rel is not None and frozen_score is not None:
-            tuned = self._validate_settings(net, hist, val_rel, data)
+        if val is not None and frozen_score is not None:
+            tuned = self._validate_settings(net, hist, val)
             if tuned <= frozen_score:
                 logger.info("ncf: fine-tuning the top %d text layers did not help on validation "
                             "(NDCG@10 %.4f vs %.4f frozen): keeping the frozen encoder",
@@ -371,8 +388,7 @@ class NCFTrainer:
         scores = torch.cat([scores[:, :1], scores[:, 1:].masked_fill(~valid, float("-inf"))], dim=1)
         return nn.functional.cross_entropy(scores, torch.zeros(len(p), dtype=torch.long))
 
-    def _validate_settings(self, net: NCFNet, hist: UserHistories, val_rel: dict[int, set[int]],
-                           data: InteractionData) -> float:
+    def _validate_settings(self, net: NCFNet, hist: UserHistories, val: ValidationSplit) -> float:
         """Best validation NDCG@10 over recency half-lives and head on/off; sets them on ``net``."""
         cfg = self.config
         half_lives = RECENCY_GRID if cfg.recency_half_life == "auto" else (float(net.half_life) or None,)
@@ -381,22 +397,21 @@ class NCFTrainer:
         scores: dict[tuple[float | None, float], float] = {}
         for half_life in half_lives:
             self.model._set_histories(hist, half_life)
-            scores[(half_life, 0.0)] = self._validate(val_rel, data)
+            scores[(half_life, 0.0)] = self._validate(val)
         (half_life, _), score = max(scores.items(), key=lambda kv: kv[1])
         self.model._set_histories(hist, half_life)
         if cfg.head_negatives > 0:
             net.head_on.fill_(1.0)
-            scores[(half_life, 1.0)] = self._validate(val_rel, data)
+            scores[(half_life, 1.0)] = self._validate(val)
             net.head_on.fill_(1.0 if scores[(half_life, 1.0)] > score else 0.0)
         logger.debug("ncf: validation NDCG@10 by (half-life, head): %s", scores)
         return max(scores.values())
 
-    def _validate(self, val_rel: dict[int, set[int]], data: InteractionData, k: int = 10) -> float:
+    def _validate(self, val: ValidationSplit, k: int = 10) -> float:
         """NDCG@k of the served path (retrieve by inner product, rank by the head) on held-out events."""
-        users = _validation_users(val_rel)
         model = self.model  # mid-fit: the private path (the public one wants a fitted model)
-        recs, _ = model._retrieve_rank(model._query_vectors(users), k, data.seen()[users], model._exact_retrieve)
-        return ndcg_at_k([r.tolist() for r in recs], [val_rel[int(u)] for u in users], k)
+        recs, _ = model._retrieve_rank(model._query_vectors(val.users), k, val.seen[val.users], model._exact_retrieve)
+        return float(val.ndcg_per_user(recs, k).mean())
 
 
 def _validation_users(val_rel: dict[int, set[int]], limit: int = 2000) -> np.ndarray:

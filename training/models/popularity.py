@@ -8,6 +8,7 @@ import torch
 
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models.base import ModelConfig, Recommender
+from tlrec.training.validation import ValidationSplit
 
 
 class PopularityConfig(ModelConfig):
@@ -27,7 +28,8 @@ class PopularityModel(Recommender):
 
     config: PopularityConfig
 
-    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
+    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None,
+             validation: ValidationSplit | None = None) -> None:
         matrix = data.matrix(binary=self.config.count == "users")
         counts = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float32)
         self.item_scores = counts

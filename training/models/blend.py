@@ -1,0 +1,224 @@
+"""A weighted blend of fitted models, with items no component has seen routed to a content model.
+
+Scores of different models live on different scales (EASE's regression outputs, NCF's inner
+products, ItemKNN's similarity sums), so each component's scores are first **standardised
+per user** over the *warm* items (those with at least one training interaction):
+``z_m(u, i) = (s_m(u, i) - mean_u) / std_u``. The blend is ``sum_m w_m z_m(u, i)`` with the
+weights ``w`` (non-negative, summing to 1) learned on validation by ``training.selection``.
+
+**Cold items** (no training interaction, e.g. added to the catalog after training) are scored
+only by the component named in ``cold_items_from`` (a model with ``recommends_for_cold_items``,
+such as NCF's content path), standardised the same way plus ``cold_offset`` (chosen on
+validation by ``training.selection``: how far below a warm item of the same standardised score
+a new item should rank), so a new item competes with warm ones on that component's scale; a
+component may be in the blend only for that (weight 0). Without such a component, cold items
+rank last.
+
+The blend is not a retrieval model: it scores every item exactly (``Recommender.recommend``),
+which costs one score row per component and user. Ad-hoc histories go to every component's
+``score_history`` unweighted (``history_weights`` is 1 per item).
+
+Saved as one ``config.json`` (each component's model name, weight and config) and one
+``weights.safetensors`` (each component's tensors under ``<position>.`` plus the warm-item mask).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tlrec.tables import Columns
+from tlrec.training.interaction_data import InteractionData
+from tlrec.training.models.base import ModelConfig, Recommender
+from tlrec.training.validation import ValidationSplit
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BlendComponent", "BlendConfig", "BlendModel", "standardise"]
+
+#: Standardised score given to items that no component can score (ranked last, still finite).
+UNSCORED = -1e4
+
+
+class BlendComponent(BaseModel):
+    """One model of a blend: its registry name, weight and config (JSON round-trip)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    weight: float = Field(ge=0)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class BlendConfig(ModelConfig):
+    """``components`` with weights summing to 1; ``cold_items_from``: the component that scores cold items,
+    ``cold_offset``: added to their standardised scores (<= 0)."""
+
+    components: list[BlendComponent] = Field(
+        default_factory=lambda: [BlendComponent(model="itemknn", weight=0.5),
+                                 BlendComponent(model="popularity", weight=0.5)], min_length=1)
+    cold_items_from: str | None = None
+    cold_offset: float = Field(default=0.0, le=0.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> BlendConfig:
+        total = sum(c.weight for c in self.components)
+        if not 0.999 <= total <= 1.001:
+            raise ValueError(f"component weights must sum to 1, got {total:g}")
+        names = [c.model for c in self.components]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each model may appear once, got {names}")
+        if "blend" in names:
+            raise ValueError("a blend cannot hold a blend")
+        if self.cold_items_from is not None and self.cold_items_from not in names:
+            raise ValueError(f"cold_items_from {self.cold_items_from!r} is not a component ({', '.join(names)})")
+        return self
+
+
+def standardise(scores: np.ndarray, warm: np.ndarray) -> np.ndarray:
+    """Scores float32 ``[n, n_items]`` standardised per row over the ``warm`` columns (bool ``[n_items]``), in place."""
+    part = scores[:, warm] if not warm.all() else scores
+    mean = part.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+    std = part.std(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+    scores -= mean
+    scores /= np.maximum(std, 1e-6)
+    return scores
+
+
+class _ColdItemsFlag:
+    """``recommends_for_cold_items``: True on a blend with a cold-item component; False on the class."""
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> bool:
+        return obj is not None and obj.config.cold_items_from is not None
+
+
+class BlendModel(Recommender):
+    """``sum_m w_m z_m``: per-user standardised scores of fitted models, cold items from a content model."""
+
+    name = "blend"
+    config_class = BlendConfig
+    recommends_from_history = True
+    recommends_for_cold_items = _ColdItemsFlag()  # type: ignore[assignment]
+
+    config: BlendConfig
+
+    def __init__(self, config: BlendConfig | None = None) -> None:
+        super().__init__(config)
+        self.components: list[Recommender] = []
+        self.warm: np.ndarray | None = None  # bool [n_items]: items with a training interaction
+
+    @classmethod
+    def of(cls, models: Sequence[Recommender], weights: Sequence[float], cold_items_from: str | None,
+           data: InteractionData) -> BlendModel:
+        """A blend of already fitted ``models`` (all on ``data``) with ``weights`` (summing to 1)."""
+        config = BlendConfig(components=[BlendComponent(model=m.name, weight=float(w),
+                                                        config=m.config.model_dump(mode="json"))
+                                         for m, w in zip(models, weights, strict=True)],
+                             cold_items_from=cold_items_from)
+        blend = cls(config)
+        blend.components = list(models)
+        blend.n_users, blend.n_items = data.n_users, data.n_items
+        blend.warm = _warm_items(data)
+        blend.is_fitted = True
+        return blend
+
+    # ------------------------------------------------------------------ fit
+    def wants_item_vectors(self) -> bool:
+        return any(m.wants_item_vectors() for m in self._built())
+
+    def _built(self) -> list[Recommender]:
+        if not self.components:
+            from tlrec.training.models import get_model_class
+
+            self.components = []
+            for c in self.config.components:
+                model_class = get_model_class(c.model)
+                self.components.append(model_class(model_class.config_class.model_validate(c.config)))
+        return self.components
+
+    def _fit(self, data: InteractionData, item_vectors: np.ndarray | None,
+             validation: ValidationSplit | None = None) -> None:
+        """Fit every component on ``data`` (each tuned on ``validation`` when given); the weights stay."""
+        for model in self._built():
+            vectors = item_vectors if model.wants_item_vectors() else None
+            if validation is not None:
+                model.tune(validation, vectors)
+            else:
+                model.fit(data, vectors)
+        self.warm = _warm_items(data)
+
+    def _refit(self, data: InteractionData, item_vectors: np.ndarray | None) -> None:
+        for model in self._built():
+            model.refit(data, item_vectors if model.wants_item_vectors() else None)
+        self.warm = _warm_items(data)
+
+    # -------------------------------------------------------------- scoring
+    def standardised(self, rows: Callable[[Recommender], np.ndarray]) -> list[np.ndarray]:
+        """Each component's scores ``rows(model) -> [n, n_items]`` standardised, cold columns routed.
+
+        Returns one float32 ``[n, n_items]`` per component, in config order.
+        """
+        assert self.warm is not None
+        cold = ~self.warm
+        names = [c.model for c in self.config.components]
+        router = names.index(self.config.cold_items_from) if self.config.cold_items_from else None
+        out = [standardise(np.array(rows(m), dtype=np.float32, copy=True), self.warm) for m in self.components]
+        if cold.any():
+            if router is not None:
+                out[router][:, cold] += np.float32(self.config.cold_offset)
+            for i, z in enumerate(out):
+                if i != router:
+                    z[:, cold] = out[router][:, cold] if router is not None else UNSCORED
+        return out
+
+    def combine(self, parts: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+        """``sum_m w_m z_m`` float32 ``[n, n_items]`` of standardised parts (``standardised``)."""
+        total = np.zeros_like(parts[0])
+        for z, w in zip(parts, weights, strict=True):
+            if w > 0:
+                total += np.float32(w) * z
+        return total
+
+    def _blend(self, rows: Callable[[Recommender], np.ndarray], item_idx: np.ndarray | None) -> np.ndarray:
+        weights = [c.weight for c in self.config.components]
+        scores = self.combine(self.standardised(rows), weights)
+        return scores if item_idx is None else scores[:, item_idx]
+
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
+        return self._blend(lambda m: m._score(user_idx, None), item_idx)
+
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
+        return self._blend(lambda m: m._score_history(history, None), item_idx)
+
+    # ------------------------------------------------------------ save/load
+    def _state(self) -> dict[str, torch.Tensor]:
+        assert self.warm is not None
+        state = {"warm": torch.from_numpy(self.warm.astype(np.int64))}
+        for i, model in enumerate(self.components):
+            state.update({f"{i}.{k}": v for k, v in model._state().items()})
+        return state
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        from tlrec.training.artifacts import tensor_array
+
+        warm = tensor_array(state, "warm", "int64", (self.n_items,))
+        if ((warm != 0) & (warm != 1)).any():
+            raise ValueError("tensor 'warm': values must be 0 or 1")
+        self.warm = warm.astype(bool)
+        self.components = []
+        for i, model in enumerate(self._built()):
+            prefix = f"{i}."
+            model.n_users, model.n_items = self.n_users, self.n_items
+            model._load_state({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            model.is_fitted = True
+
+
+def _warm_items(data: InteractionData) -> np.ndarray:
+    """bool ``[n_items]``: items with at least one interaction in ``data``."""
+    return np.bincount(data.interactions[Columns.ITEM_IDX].to_numpy(), minlength=data.n_items) > 0
