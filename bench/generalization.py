@@ -464,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke test: {', '.join(QUICK_DATASETS)} (unless --only), smaller worlds, "
                              f"config {json.dumps(QUICK_CONFIG)}")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="selection config, as `tlrec train --set` (JSON values; e.g. ncf.refit=true)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -474,6 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"unknown dataset(s) {', '.join(bad)}; choose from: {', '.join(DATASETS)}")
     config = {**BASE_CONFIG, **(QUICK_CONFIG if args.quick else {})}
+    for pair in args.settings:
+        key, _, value = pair.partition("=")
+        try:
+            config[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key.strip()] = value
     sizes = QUICK if args.quick else FULL
     sources = Sources(args.data, args.vectors, args.work, sizes)
 
