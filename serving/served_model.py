@@ -31,7 +31,7 @@ from tlrec.training.id_map import IdMap
 from tlrec.training.index import VectorIndex
 from tlrec.training.model_artifact import ModelArtifact
 from tlrec.training.models import PopularityModel, Recommender
-from tlrec.training.models.base import drop_excluded
+from tlrec.training.models.base import drop_excluded, top_k
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class ServedModel:
         self.manifest = manifest
         #: lists without a candidate set come from ``model.retrieve_rank`` over the FAISS index (``_retrieve``)
         self.retrieves = index is not None and model.retrieval
+        #: similar items of a model without an index (a blend with NCF) are searched exactly in this space
+        self._item_space = None if self.retrieves else model.item_space()
 
     @classmethod
     def load(cls, artifacts: Path) -> "ServedModel":
@@ -236,12 +238,25 @@ class ServedModel:
             start += count
         return out
 
+    @property
+    def has_item_space(self) -> bool:
+        """True when ``similar_items`` can answer (the model has an item space: ``Recommender.item_space``)."""
+        return self.retrieves or self._item_space is not None
+
     def similar_items(self, item_id: str, k: int) -> list[tuple[str, float]]:
-        """Items nearest to ``item_id`` in the model's item space (retrieval models); KeyError if unknown."""
-        if not self.retrieves:
+        """Items nearest to ``item_id`` in the model's item space; KeyError if unknown.
+
+        Retrieval models search their FAISS index; other models with an item space (a blend with
+        NCF) are searched exactly. ValueError for a model without one.
+        """
+        if not self.has_item_space:
             raise ValueError(f"model {self.model.name!r} has no item vectors")
         idx = self.items.to_internal([item_id])
-        scores, ids = self._search(self.model.item_vectors()[idx], k + 1)
+        if self.retrieves:
+            scores, ids = self._search(self.model.item_vectors()[idx], k + 1)
+        else:
+            assert self._item_space is not None
+            ids, scores = top_k(self._item_space[idx] @ self._item_space.T, k + 1, np.arange(len(self.items)))
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != idx[0]][:k]
         return [(self.items.to_external([i])[0], s) for i, s in pairs]
 
@@ -341,5 +356,5 @@ class ServedModel:
         first = self.items.to_external(np.arange(min(2, len(self.items))))
         if first:
             self.recommend_history([first], 10, user_ids=users[:1] or None)
-            if self.index is not None:
+            if self.has_item_space:
                 self.similar_items(first[0], 10)

@@ -216,7 +216,7 @@ async def similar_items(state: ServiceState, model: ServedModel, item_id: str, k
     if item_id not in model.items:
         raise HTTPException(status_code=404, detail=f"unknown item {item_id[:64]!r}")
     reason = None
-    if model.index is None:
+    if not model.has_item_space:
         reason = _fallback(state, "similar", "no_item_vectors")
     else:
         try:

@@ -65,3 +65,7 @@ def test_blend_serves_users_events_histories_and_new_items(blend_api, world):
         assert ranked["source"] == "history" and set(_ids(ranked)) <= set(new_items) and len(ranked["items"]) == 3
         scores = [i["score"] for i in ranked["items"]]
         assert scores == sorted(scores, reverse=True) and min(scores) > -1000, "new items get content scores"
+
+        similar = client.get(f"/v1/items/{new_items[0]}/similar", params={"k": 4}).json()
+        assert similar["source"] == "model" and len(similar["items"]) == 4, similar  # NCF's item space
+        assert new_items[0] not in _ids(similar)

@@ -284,6 +284,11 @@ class Recommender(ABC):
         self._check_retrieval()
         return self._item_vectors()
 
+    def item_space(self) -> np.ndarray | None:
+        """Item vectors float32 ``[n_items, d]`` whose inner products say how alike two items are (similar
+        items): a retrieval model's ``item_vectors``; None for a model without such a space."""
+        return self.item_vectors() if self.retrieval else None
+
     def rank_vectors(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Final scores float32 ``[n, m]`` of per-row candidates int64 ``[n, m]`` (-1 = none, scored -inf)."""
         self._check_retrieval()

@@ -15,7 +15,8 @@ component may be in the blend only for that (weight 0). Without such a component
 rank last.
 
 The blend is not a retrieval model: it scores every item exactly (``Recommender.recommend``),
-which costs one score row per component and user. Ad-hoc histories go to every component's
+which costs one score row per component and user. Similar items come from the item space of its
+first component that has one (``item_space``: NCF's item tower). Ad-hoc histories go to every component's
 ``score_history`` unweighted (``history_weights`` is 1 per item).
 
 Saved as one ``config.json`` (each component's model name, weight and config) and one
@@ -195,6 +196,10 @@ class BlendModel(Recommender):
 
     def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
         return self._blend(lambda m: m._score_history(history, None), item_idx)
+
+    def item_space(self) -> np.ndarray | None:
+        """The item space of the first component that has one (NCF's item tower), for similar items."""
+        return next((space for m in self.components if (space := m.item_space()) is not None), None)
 
     # ------------------------------------------------------------ save/load
     def _state(self) -> dict[str, torch.Tensor]:
