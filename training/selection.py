@@ -17,8 +17,8 @@ candidates are compared on the user's data and the best one on validation is ser
 4. the best score wins (scores within ``TIE_TOLERANCE`` go to the cheaper, earlier candidate) and
    is ``refit`` on all of the training data. A winner that cannot score new items is served
    inside a blend whose cold items come from NCF's content path (weight 0 on warm items, at an
-   offset chosen on validation: ``learn_cold_offset``), so new items and
-   content-only answers keep working whatever wins.
+   offset chosen on validation: ``learn_cold_offset``), so new items and content-only answers
+   keep working whatever wins.
 
 ``Selection`` keeps the validation table, the choice and the timings; the manifest records
 ``Selection.to_dict()`` and the log shows ``Selection.table()``.

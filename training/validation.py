@@ -129,7 +129,7 @@ class ValidationSplit:
 
     def score_function(self, scores: Callable[[np.ndarray], np.ndarray], k: int = 10) -> float:
         """NDCG@k of ``scores(users int64 [n]) -> float [n, n_items]``, seen items excluded (mid-fit models)."""
-        from tlrec.training.models.base import masked_top_k
+        from tlrec.training.models.base import masked_top_k  # here: models.base imports this module
 
         rows = []
         for s in range(0, len(self.users), 512):
