@@ -30,6 +30,7 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,6 +264,25 @@ def _served_model(selection: Selection, tuned: dict[str, Recommender], cold_from
     return blend
 
 
+def _validation_grid(split: ValidationSplit, blend: BlendModel,
+                     variants: Callable[[list[np.ndarray]], Iterator[np.ndarray]], n_variants: int) -> np.ndarray:
+    """NDCG@10 float64 ``[n_variants, len(split.users)]`` of score variants of ``blend`` on ``split``.
+
+    Users go in chunks (at most ``BLEND_CHUNK_SCORES`` score entries per component); for each
+    chunk ``variants(standardised parts)`` yields ``n_variants`` score matrices ``[chunk, n_items]``,
+    ranked with the chunk's seen items excluded.
+    """
+    per_user = np.zeros((n_variants, len(split.users)), np.float64)
+    chunk = max(16, BLEND_CHUNK_SCORES // max(1, split.fit_data.n_items * len(blend.components)))
+    for s in range(0, len(split.users), chunk):
+        rows = split.users[s : s + chunk]
+        seen = split.seen[rows]
+        for v, scores in enumerate(variants(blend.standardised(lambda m, rows=rows: m._score(rows, None)))):
+            top, _ = masked_top_k(scores, 10, seen, None)
+            per_user[v, s : s + chunk] = split.ndcg_per_user(top, users=rows)
+    return per_user
+
+
 def learn_cold_offset(split: ValidationSplit, blend: BlendModel) -> tuple[float, dict[float, float]]:
     """The ``COLD_OFFSETS`` value with the best validation NDCG@10 for ``blend`` (fitted on ``split.fit_data``).
 
@@ -273,20 +293,18 @@ def learn_cold_offset(split: ValidationSplit, blend: BlendModel) -> tuple[float,
     assert blend.warm is not None
     if blend.warm.all():
         return 0.0, {}
-    per_offset = np.zeros((len(COLD_OFFSETS), len(split.users)), np.float64)
     cold = ~blend.warm
-    chunk = max(16, BLEND_CHUNK_SCORES // max(1, split.fit_data.n_items * len(blend.components)))
     weights = [c.weight for c in blend.config.components]
     blend.config.cold_offset = 0.0
-    for s in range(0, len(split.users), chunk):
-        rows = split.users[s : s + chunk]
-        total = blend.combine(blend.standardised(lambda m, rows=rows: m._score(rows, None)), weights)
-        seen = split.seen[rows]
-        for o, offset in enumerate(COLD_OFFSETS):
-            shifted = total.copy()
-            shifted[:, cold] += np.float32(offset)
-            top, _ = masked_top_k(shifted, 10, seen, None)
-            per_offset[o, s : s + chunk] = split.ndcg_per_user(top, users=rows)
+
+    def shifted(parts: list[np.ndarray]) -> Iterator[np.ndarray]:
+        total = blend.combine(parts, weights)
+        for offset in COLD_OFFSETS:
+            out = total.copy()
+            out[:, cold] += np.float32(offset)
+            yield out
+
+    per_offset = _validation_grid(split, blend, shifted, len(COLD_OFFSETS))
     means = per_offset.mean(axis=1)
     best = int(np.flatnonzero(means >= means.max() - 1e-12)[0])
     return COLD_OFFSETS[best], {o: round(float(m), 4) for o, m in zip(COLD_OFFSETS, means)}
@@ -312,15 +330,7 @@ def learn_blend_weights(split: ValidationSplit, models: list[Recommender],
                           cold_from if cold_from in names else None, split.fit_data)
     grid = simplex_grid(len(models))
     users = split.users
-    per_user = np.zeros((len(grid), len(users)), np.float64)
-    chunk = max(16, BLEND_CHUNK_SCORES // max(1, split.fit_data.n_items * len(models)))
-    for s in range(0, len(users), chunk):
-        rows = users[s : s + chunk]
-        parts = blend.standardised(lambda m, rows=rows: m._score(rows, None))
-        seen = split.seen[rows]
-        for g, weights in enumerate(grid):
-            top, _ = masked_top_k(blend.combine(parts, weights), 10, seen, None)
-            per_user[g, s : s + chunk] = split.ndcg_per_user(top, users=rows)
+    per_user = _validation_grid(split, blend, lambda parts: (blend.combine(parts, w) for w in grid), len(grid))
     half = np.random.default_rng(0).random(len(users)) < 0.5
     a_best = int(per_user[:, half].mean(axis=1).argmax()) if half.any() else 0
     b_best = int(per_user[:, ~half].mean(axis=1).argmax()) if (~half).any() else 0

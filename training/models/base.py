@@ -66,6 +66,17 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ConfigFlag:
+    """A capability that depends on how an instance is configured: ``flag(config)`` on an instance,
+    False on the class (unknown until configured)."""
+
+    def __init__(self, flag: Callable[[ModelConfig], bool]) -> None:
+        self.flag = flag
+
+    def __get__(self, obj: Recommender | None, objtype: type | None = None) -> bool:
+        return obj is not None and self.flag(obj.config)
+
+
 class NotFittedError(RuntimeError):
     """Raised when a model is used before ``fit`` or ``load``."""
 

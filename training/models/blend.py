@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tlrec.tables import Columns
 from tlrec.training.interaction_data import InteractionData
-from tlrec.training.models.base import ModelConfig, Recommender
+from tlrec.training.models.base import ConfigFlag, ModelConfig, Recommender
 from tlrec.training.validation import ValidationSplit
 
 logger = logging.getLogger(__name__)
@@ -92,20 +92,13 @@ def standardise(scores: np.ndarray, warm: np.ndarray) -> np.ndarray:
     return scores
 
 
-class _ColdItemsFlag:
-    """``recommends_for_cold_items``: True on a blend with a cold-item component; False on the class."""
-
-    def __get__(self, obj: Any, objtype: type | None = None) -> bool:
-        return obj is not None and obj.config.cold_items_from is not None
-
-
 class BlendModel(Recommender):
     """``sum_m w_m z_m``: per-user standardised scores of fitted models, cold items from a content model."""
 
     name = "blend"
     config_class = BlendConfig
     recommends_from_history = True
-    recommends_for_cold_items = _ColdItemsFlag()  # type: ignore[assignment]
+    recommends_for_cold_items = ConfigFlag(lambda c: c.cold_items_from is not None)  # type: ignore[assignment]
 
     config: BlendConfig
 

@@ -124,25 +124,26 @@ class EASEModel(Recommender):
         if validation is not None:
             weightings: list[Weighting] = [cfg.weighting] if cfg.weighting != "auto" else \
                 ["binary", "log"] if data.has_counts() else ["binary"]
-            best: tuple[float, Weighting, float, np.ndarray] | None = None
+            best: tuple[float, Weighting, float, np.ndarray, sp.csr_matrix] | None = None
             for weighting in weightings:
                 xa = data.weighted(weighting)[:, active].tocsr()
                 l2, b, score = self._tune(xa, active, validation)
                 if len(weightings) > 1:
                     logger.info("ease: %s weighting: validation NDCG@10 %.4f (l2=%g)", weighting, score, l2)
                 if best is None or score > best[0]:
-                    best = (score, weighting, l2, b)
+                    best = (score, weighting, l2, b, xa)
             assert best is not None
-            _, self.weighting_, l2, self.weights = best
+            _, self.weighting_, l2, self.weights, xa = best
         else:
             self.weighting_ = self.weighting_ or ("log" if cfg.weighting == "log" else "binary")
             if cfg.l2 is None and self.l2_ is None:
                 self.l2_ = sorted(cfg.l2_grid)[len(cfg.l2_grid) // 2]
                 logger.warning("ease: no validation events; using l2=%g untuned", self.l2_)
             l2 = float(cfg.l2 if cfg.l2 is not None else self.l2_)  # type: ignore[arg-type]
-            self.weights = ease_weights(data.weighted(self.weighting_)[:, active].tocsr(), l2)
+            xa = data.weighted(self.weighting_)[:, active].tocsr()
+            self.weights = ease_weights(xa, l2)
         self.active = active
-        self.user_items = data.weighted(self.weighting_)[:, active].tocsr()
+        self.user_items = xa
         self.l2_ = float(l2)
 
     def _check_size(self, n_active: int) -> None:

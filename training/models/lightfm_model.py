@@ -41,7 +41,7 @@ from pydantic import Field
 
 from tlrec.errors import ConfigError
 from tlrec.training.interaction_data import InteractionData
-from tlrec.training.models.base import ModelConfig, Recommender
+from tlrec.training.models.base import ConfigFlag, ModelConfig, Recommender
 from tlrec.training.validation import ValidationSplit
 
 logger = logging.getLogger(__name__)
@@ -65,13 +65,6 @@ class LightFMConfig(ModelConfig):
     seed: int = 0
 
 
-class _ColdItemsFlag:
-    """``recommends_for_cold_items``: True on a hybrid instance; False on the class (unknown)."""
-
-    def __get__(self, obj: Any, objtype: type | None = None) -> bool:
-        return obj is not None and obj.config.features == "vectors"
-
-
 def normalise_rows(vectors: np.ndarray) -> np.ndarray:
     """L2-normalise rows of float32 ``[n, d]``; all-zero rows stay zero."""
     v = np.asarray(vectors, dtype=np.float32)
@@ -85,7 +78,7 @@ class LightFMModel(Recommender):
     name = "lightfm"
     config_class = LightFMConfig
     recommends_from_history = True
-    recommends_for_cold_items = _ColdItemsFlag()  # type: ignore[assignment]
+    recommends_for_cold_items = ConfigFlag(lambda c: c.features == "vectors")  # type: ignore[assignment]
 
     config: LightFMConfig
 
