@@ -43,15 +43,15 @@ CONCURRENCY = (1, 4, 16)
 
 
 def build_world(out: Path, n_items: int, n_users: int, per_user: int = 20, dim: int = 64,
-                epochs: int = 3, seed: int = 0) -> Path:
-    """Publish an NCF artifact for a synthetic catalog under ``out/artifacts``; returns the root."""
+                epochs: int = 3, seed: int = 0, model_name: str = "ncf") -> Path:
+    """Publish an NCF (or ``model_name``) artifact for a synthetic catalog under ``out/artifacts``; returns the root."""
     import polars as pl
 
     from tlrec.training.data import load_catalog, load_interactions
     from tlrec.training.id_map import IdMap
     from tlrec.training.interaction_data import InteractionData
     from tlrec.training.model_artifact import ModelArtifact
-    from tlrec.training.models import NCFModel
+    from tlrec.training.models import NCFModel, build_model
 
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,9 @@ def build_world(out: Path, n_items: int, n_users: int, per_user: int = 20, dim: 
     interactions = load_interactions(out / "interactions.parquet", catalog=catalog)
     content = rng.normal(size=(n_items, dim)).astype(np.float32)
     content /= np.linalg.norm(content, axis=1, keepdims=True)
-    model = NCFModel(NCFModel.config_class(epochs=epochs, val_fraction=0.0, progress=False, seed=seed))
+    model = (NCFModel(NCFModel.config_class(epochs=epochs, val_fraction=0.0, progress=False, seed=seed))
+             if model_name == "ncf" else
+             build_model(model_name, {"epochs": epochs, "validation": "none", "progress": False, "seed": seed}))
     data = InteractionData.build(interactions, IdMap(item_ids))
     start = time.perf_counter()
     model.fit(data, content)
@@ -137,7 +139,8 @@ async def drive(base: str, paths: list[str], concurrency: int) -> tuple[float, n
         return time.perf_counter() - start, latencies, errors
 
 
-def measure(base: str, users: list[str], n_requests: int, rounds: int = 5, seed: int = 0) -> list[dict]:
+def measure(base: str, users: list[str], n_requests: int, rounds: int = 5, seed: int = 0,
+            route: str = "recommendations") -> list[dict]:
     """Per concurrency: ``rounds`` alternating cells of ping then recommendations (``n_requests`` each in
     total), so both endpoints see the same machine load; throughput = requests / summed seconds."""
     rng = np.random.default_rng(seed)
@@ -145,7 +148,7 @@ def measure(base: str, users: list[str], n_requests: int, rounds: int = 5, seed:
     def paths(name: str, n: int) -> list[str]:
         if name == "ping":
             return ["/v1/ping"] * n
-        return [f"/v1/users/{users[i]}/recommendations?k=10" for i in rng.integers(0, len(users), n)]
+        return [f"/v1/users/{users[i]}/{route}?k=10" for i in rng.integers(0, len(users), n)]
 
     rows = []
     per_round = max(1, n_requests // rounds)
@@ -190,7 +193,8 @@ def to_markdown(result: dict) -> str:
     lines = [
         "# API load: recommendations vs a constant endpoint (one server, loopback)",
         "",
-        f"{result['n_items']:,} items, {result['n_users']:,} users, NCF (default config, 3 epochs, random 64-d content "
+        f"{result['n_items']:,} items, {result['n_users']:,} users, route `/v1/users/{{id}}/{result.get('route', 'recommendations')}`, "
+        f"{result.get('model', 'ncf')} (default config, 3 epochs, random 64-d content "
         f"vectors; exact index of dim {result['index_dim']}), "
         f"k=10, {result['requests']} requests per endpoint and concurrency (in {result['rounds']} alternating rounds, "
         f"after a warm-up); server threads {result['server_threads']}; "
@@ -219,6 +223,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="Server torch/FAISS threads.")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--work", type=Path, default=None, help="Folder for the synthetic world (default: temp).")
+    parser.add_argument("--model", choices=("ncf", "sasrec"), default="ncf",
+                        help="The served model (sasrec: the next-item model).")
+    parser.add_argument("--route", choices=("recommendations", "next"), default="recommendations",
+                        help="The measured route: /v1/users/{id}/recommendations or /v1/users/{id}/next.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore"):
@@ -227,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="api_load-") as tmp:
         work = args.work or Path(tmp)
-        artifacts = build_world(work, args.items, args.users)
+        artifacts = build_world(work, args.items, args.users, model_name=args.model)
         from tlrec.serving.served_model import ServedModel
 
         index_dim = ServedModel.load(artifacts).index.dim
@@ -237,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
         base = f"http://127.0.0.1:{port}"
         try:
             wait_ready(base, proc)
-            rows = measure(base, users, args.requests, args.rounds)
+            rows = measure(base, users, args.requests, args.rounds, route=args.route)
         finally:
             proc.terminate()
             try:
@@ -248,6 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {
         "n_items": args.items, "n_users": args.users, "requests": args.requests, "rounds": args.rounds, "k": 10,
+        "model": args.model, "route": args.route,
         "index_dim": index_dim,
         "server_threads": args.threads or available_cores(),
         "machine": f"{available_cores()} cores, Python {platform.python_version()}, load avg "
@@ -255,9 +264,10 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows, "ratios": ratios(rows),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "api_load.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "api_load" if (args.model, args.route) == ("ncf", "recommendations") else f"api_load_{args.route}"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = to_markdown(result)
-    (args.out / "api_load.md").write_text(md)
+    (args.out / f"{name}.md").write_text(md)
     print(md)  # the benchmark's output is its table
     return result
 

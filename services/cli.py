@@ -160,7 +160,8 @@ def train(
     vectors: Annotated[Path | None, typer.Option(help="Item vectors from `tlrec embed` (else embeds now).")] = None,
     model: Annotated[str, typer.Option(
         help="auto (compare ncf, ease, itemknn, lightfm, popularity and a blend on a validation split of the "
-             "interactions; serve the best), or one of ncf, ease, itemknn, lightfm, popularity, content, blend.")
+             "interactions; serve the best), or one of ncf, ease, itemknn, lightfm, popularity, content, blend, "
+             "sasrec.")
     ] = "auto",
     strict: Annotated[bool, typer.Option(help="Interactions naming unknown items are an error, not dropped.")] = False,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs (NCF: early stopping picks the best).")] = None,
@@ -176,6 +177,9 @@ def train(
     finetune_layers: Annotated[int | None, typer.Option(
         help="NCF: also train the top N layers of the text encoder (after the latter layers; kept only if "
              "validation improves).", min=0)] = None,
+    task: Annotated[str, typer.Option(
+        help="recommend, or next-item: predict each user's next event (validation holds out each user's last "
+             "event; auto compares sasrec, ncf, ease and popularity).")] = "recommend",
 ) -> None:
     """Fit a model and publish it as a new artifact version."""
     from tlrec.services.jobs import train_job
@@ -184,7 +188,7 @@ def train(
     config.update({k: v for k, v in {"epochs": epochs, "seed": seed, "finetune_layers": finetune_layers}.items()
                    if v is not None})
     version = train_job(catalog, interactions, out, vectors_path=vectors, model=model, strict=strict, config=config,
-                        modalities=modalities)
+                        modalities=modalities, task=task)
     typer.echo(str(version))
 
 
@@ -204,8 +208,12 @@ def evaluate(
     catalog: Annotated[Path | None, typer.Option(help="Catalog file (--transfer-report).")] = None,
     vectors: Annotated[Path | None, typer.Option(help="Item vectors from `tlrec embed` (--transfer-report).")] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="NCF config KEY=VALUE for --transfer-report, repeatable.")
+        list[str] | None, typer.Option("--set", help="Model config KEY=VALUE for --transfer-report (NCF; SASRec "
+                                                     "with --task next-item), repeatable.")
     ] = None,
+    task: Annotated[str, typer.Option(
+        help="recommend, or next-item: HR@k, NDCG@k and MRR of each test user's earliest test event.")
+    ] = "recommend",
 ) -> None:
     """Full-ranking evaluation (seen items excluded) on held-out interactions, overall and by user activity."""
     from rich.console import Console
@@ -218,13 +226,13 @@ def evaluate(
             raise UsageError("--transfer-report needs --catalog and --vectors (and all --interactions)")
         from tlrec.training.transfer import render_markdown
 
-        result = transfer_job(catalog, interactions, vectors, report, config=_parse_settings(set_ or []))
+        result = transfer_job(catalog, interactions, vectors, report, config=_parse_settings(set_ or []), task=task)
         Console().print(Markdown(render_markdown(result)))
         return
     if artifacts is None:
         raise UsageError("evaluate needs --artifacts (or --transfer-report with --catalog and --vectors)")
     ks = _parse_ks(k)
-    results = evaluate_job(artifacts, interactions, ks, report=report)
+    results = evaluate_job(artifacts, interactions, ks, report=report, task=task)
     Console().print(metrics_table(results, ks))
 
 

@@ -24,7 +24,8 @@ from tlrec.tables import Columns
 from tlrec.training.artifacts import new_version, staged_version
 from tlrec.training.data import load_catalog, load_interactions
 from tlrec.training.evaluate import evaluate_segments, write_report
-from tlrec.training.selection import AUTO
+from tlrec.training.metrics import MRR_DEPTH, next_item_metrics
+from tlrec.training.selection import AUTO, check_task
 from tlrec.training.train import check_model_choice, train_into
 from tlrec.training.transfer import (
     TransferReport,
@@ -33,6 +34,7 @@ from tlrec.training.transfer import (
     select_modalities,
     transfer_report,
 )
+from tlrec.training.transfer_next import next_item_transfer_report
 
 logger = logging.getLogger(__name__)
 
@@ -78,18 +80,20 @@ def train_job(
     strict: bool = False,
     config: dict[str, Any] | None = None,
     modalities: str = "all",
+    task: str = "recommend",
 ) -> Path:
     """Validate inputs, embed the catalog if no vectors are given, fit, write the version (index included), publish.
 
     ``model``: a registry name, or ``auto`` (the default): candidates compared on a validation
-    split of these interactions, the best served (``training.selection``).
+    split of these interactions, the best served (``training.selection``). ``task``:
+    ``recommend`` or ``next-item`` (``selection.TASKS``: candidates and validation split).
 
     ``modalities``: "all", a comma list (e.g. "text,image"), or "auto": measure the
     transfer of each modality on a time-based split of these interactions
     (``training.transfer``) and drop those that transfer negatively.
     Returns the published version directory; ``artifacts_root/current`` names it.
     """
-    wants_vectors = check_model_choice(model, config)  # a bad model name or config fails first
+    wants_vectors = check_model_choice(model, config, task)  # a bad task, model name or config fails first
     catalog = load_catalog(catalog_path)
     interactions = load_interactions(interactions_path, catalog=catalog, strict=strict)
     vectors: ItemVectors | None = None
@@ -108,7 +112,7 @@ def train_job(
         if vectors is not None:
             manifest["encoders"] = vectors.manifest.get("encoders")
             vectors = _choose_modalities(catalog, interactions, vectors, modalities, model, config, manifest)
-        _, info = train_into(stage, catalog, interactions, vectors, model, config)  # the complete version
+        _, info = train_into(stage, catalog, interactions, vectors, model, config, task)  # the complete version
         manifest.update(info)
     logger.info("published artifact %s", artifacts_root / version)
     return artifacts_root / version
@@ -140,12 +144,18 @@ def _choose_modalities(catalog: pl.DataFrame, interactions: pl.DataFrame, vector
 
 
 def transfer_job(catalog_path: Path, interactions_path: Path, vectors_path: Path, out: Path | None,
-                 config: dict[str, Any] | None = None, strict: bool = False) -> TransferReport:
-    """`tlrec evaluate --transfer-report`: train per content variant, measure gains, write the report."""
+                 config: dict[str, Any] | None = None, strict: bool = False,
+                 task: str = "recommend") -> TransferReport:
+    """`tlrec evaluate --transfer-report`: train per content variant, measure gains, write the report
+    (``task="next-item"``: the sequence model, ``training.transfer_next``)."""
+    check_task(task)
     catalog = load_catalog(catalog_path)
     interactions = load_interactions(interactions_path, catalog=catalog, strict=strict)
     vectors = load_item_vectors(vectors_path)
-    report = transfer_report(catalog, interactions, vectors, config=config)
+    if task == "next-item":
+        report = next_item_transfer_report(catalog, interactions, vectors, config=config)
+    else:
+        report = transfer_report(catalog, interactions, vectors, config=config)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "transfer.md").write_text(render_markdown(report) + "\n![gains](transfer_gains.png)\n")
@@ -161,21 +171,38 @@ def evaluate_job(
     ks: Sequence[int] = (10, 20),
     exclude_seen: bool = True,
     report: Path | None = None,
+    task: str = "recommend",
 ) -> dict[str, dict[str, float]]:
     """Rank all items for every user in the test interactions and score the lists.
 
     Users unknown to the model get the popular items (and count, like everyone).
     Returns ``{"all": metrics, "<segment>": metrics}`` (``training.evaluate``: users
     by training activity, with novelty); ``report`` writes Markdown + PNG there.
+    ``task="next-item"``: ``{model name: next_item_metrics}`` of each user's first test event.
     """
     if not ks or min(ks) < 1:
         raise UsageError(f"--k values must be >= 1, got {list(ks)}")
+    check_task(task)
     served = ServedModel.load(artifacts)
     test = load_interactions(interactions_path)
     known_items = test[Columns.ITEM].is_in(list(served.items.external))
     if (~known_items).any():
         logger.warning("%d test interactions name items the model does not know; dropped", int((~known_items).sum()))
         test = test.filter(known_items)
+    if task == "next-item":
+        results = {served.model.name: evaluate_next_item(served, test, ks, exclude_seen)}
+        if report is not None:
+            report.mkdir(parents=True, exist_ok=True)
+            names = [*(f"{m}@{k}" for k in ks for m in ("hit_rate", "ndcg")), "mrr", "users"]
+            lines = [f"# Next-item evaluation of {served.version}", "",
+                     f"Test interactions: `{interactions_path}`; each user's earliest test event is the target; "
+                     f"full ranking, seen items {'excluded' if exclude_seen else 'kept'}; MRR within the top "
+                     f"{MRR_DEPTH}.", "", "| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+            lines += [f"| {m} | " + " | ".join(f"{r[n]:.4f}" if n != "users" else str(int(r[n])) for n in names) + " |"
+                      for m, r in results.items()]
+            write_json_atomic(report / "next_item.json", results)
+            (report / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return results
     users = test[Columns.USER].unique(maintain_order=True).to_list()
     recs = served.recommend(users, max(ks), exclude_seen=exclude_seen)
     ranked = {r.user_id: r.item_ids for r in recs}
@@ -192,6 +219,16 @@ def evaluate_job(
     return results
 
 
+def evaluate_next_item(served: ServedModel, test: pl.DataFrame, ks: Sequence[int],
+                       exclude_seen: bool = True) -> dict[str, float]:
+    """HR@k, NDCG@k and MRR of each test user's next event: their earliest test event (full ranking)."""
+    firsts = (test.with_row_index("_row").sort(Columns.USER, Columns.TIMESTAMP, "_row")
+              .unique(Columns.USER, keep="first", maintain_order=True))
+    targets = dict(zip(firsts[Columns.USER].to_list(), firsts[Columns.ITEM].to_list()))
+    recs = served.recommend(list(targets), min(max(*ks, MRR_DEPTH), len(served.items)), exclude_seen=exclude_seen)
+    return next_item_metrics({r.user_id: r.item_ids for r in recs}, targets, ks)
+
+
 def metrics_table(rows: dict[str, dict[str, float]], ks: Sequence[int]) -> "rich.table.Table":  # noqa: F821
     """A rich table: one row per metric@k, one column per model."""
     from rich.table import Table
@@ -205,6 +242,8 @@ def metrics_table(rows: dict[str, dict[str, float]], ks: Sequence[int]) -> "rich
             name = f"{metric}@{k}"
             if any(name in m for m in rows.values()):
                 table.add_row(name, *(f"{m[name]:.4f}" if name in m else "" for m in rows.values()))
+    if any("mrr" in m for m in rows.values()):
+        table.add_row(f"mrr (top {MRR_DEPTH})", *(f"{m['mrr']:.4f}" if "mrr" in m else "" for m in rows.values()))
     table.add_row("users", *(str(int(m.get("users", 0))) for m in rows.values()))
     return table
 

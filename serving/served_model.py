@@ -31,7 +31,8 @@ from tlrec.training.id_map import IdMap
 from tlrec.training.index import VectorIndex
 from tlrec.training.model_artifact import ModelArtifact
 from tlrec.training.models import PopularityModel, Recommender
-from tlrec.training.models.base import drop_excluded, top_k
+from tlrec.training.models.base import drop_excluded, masked_top_k, top_k
+from tlrec.training.sequences import TIME_UNKNOWN, Sequences
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +187,8 @@ class ServedModel:
         exclude_history: bool = True,
         candidates: Sequence[str] | None = None,
         user_ids: Sequence[str] | None = None,
+        events: Sequence[Sequence[str | None] | None] | None = None,
+        timestamps: Sequence[Sequence[int | None] | None] | None = None,
     ) -> list[Recommendations]:
         """Top-k for ad-hoc histories of external item ids, without retraining (new or anonymous users).
 
@@ -193,6 +196,9 @@ class ServedModel:
         user's learned part is used where the model keeps one (``history_vectors``). A history with no known
         item gets popular items (source "popular"); the others come from the model
         (source "history"), or from the fallback when the model cannot use histories.
+        A model that reads sequences (``Recommender.reads_sequences``: the next-item model) reads
+        each history in order with its ``events`` and ``timestamps`` (optional, per item; unknown
+        items are skipped) instead of the weighted matrix.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -208,7 +214,16 @@ class ServedModel:
         if use_model.any():
             rows = np.flatnonzero(use_model)
             h = matrix[rows]
-            if self.retrieves and cand_idx is None:
+            if self.retrieves and self.model.reads_sequences:
+                queries = self.model.sequence_vectors(self.sequences(
+                    [histories[r] for r in rows], None if events is None else [events[r] for r in rows],
+                    None if timestamps is None else [timestamps[r] for r in rows]))
+                exclude = h if exclude_history else None
+                if cand_idx is None:
+                    items, scores = self.model.retrieve_rank(queries, k, exclude, self._retrieve)
+                else:
+                    items, scores = self._rank_candidates(queries, k, exclude, cand_idx)
+            elif self.retrieves and cand_idx is None:
                 known = self.users.to_internal([names[r] for r in rows], missing="ignore") if user_ids else None
                 queries = self.model.history_vectors(h, known)
                 items, scores = self.model.retrieve_rank(queries, k, h if exclude_history else None, self._retrieve)
@@ -222,6 +237,31 @@ class ServedModel:
             for r, rec in zip(rest, self._answers([names[r] for r in rest], items, scores, "popular")):
                 out[r] = rec
         return [r for r in out if r is not None]
+
+    def sequences(self, histories: Sequence[Sequence[str]], events: Sequence[Sequence[str | None] | None] | None,
+                  timestamps: Sequence[Sequence[int | None] | None] | None) -> Sequences:
+        """Ad-hoc ``Sequences`` of external item ids oldest first (unknown items skipped), with the model's
+        event codes and the timestamps (None = unknown) where sent."""
+        vocab = self.model.event_vocabulary
+        items, codes, stamps = [], [], []
+        for r, ids in enumerate(histories):
+            idx = self.items.to_internal(list(ids), missing="ignore")
+            ok = idx >= 0
+            ev = events[r] if events is not None else None
+            ts = timestamps[r] if timestamps is not None else None
+            if (ev is not None and len(ev) != len(idx)) or (ts is not None and len(ts) != len(idx)):
+                raise ValueError(f"history {r}: {len(idx)} item ids but {len(ev or ts or [])} events or timestamps")
+            items.append(idx[ok])
+            codes.append(None if ev is None else vocab.codes(list(ev))[ok])
+            stamps.append(None if ts is None else np.array([TIME_UNKNOWN if t is None else t for t in ts],
+                                                           np.int64)[ok])
+        return Sequences.from_lists(items, codes, stamps)
+
+    def _rank_candidates(self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None,
+                         candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k among ``candidates`` (int64 ``[m]``) for each query, scored by the model's ranking."""
+        scores = self.model.rank_vectors(queries, np.broadcast_to(candidates, (len(queries), len(candidates))))
+        return masked_top_k(scores, k, exclude, candidates)
 
     def _to_external(self, user_id: str, items: np.ndarray, scores: np.ndarray, source: Source) -> Recommendations:
         return self._answers([user_id], items[None, :], scores[None, :], source)[0]

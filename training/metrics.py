@@ -28,8 +28,10 @@ __all__ = [
     "evaluate_rankings",
     "hit_rate_at_k",
     "map_at_k",
+    "MRR_DEPTH",
     "ndcg_at_k",
     "ndcg_per_user",
+    "next_item_metrics",
     "precision_at_k",
     "recall_at_k",
 ]
@@ -226,3 +228,38 @@ def evaluate_rankings(
             )
     out["users"] = len(users)
     return out
+
+
+#: MRR counts a target found within this many items (``next_item_metrics``).
+MRR_DEPTH = 100
+
+
+def next_item_metrics(recommended: dict[str, Sequence[Any]], targets: dict[str, Any],
+                      ks: Sequence[int] = (10,)) -> dict[str, float]:
+    """Next-item metrics over the users of ``targets`` (user -> the one held-out next item).
+
+    ``recommended``: user -> ranked items (at least ``max(ks)``, ideally ``MRR_DEPTH`` long).
+    Returns ``hit_rate@k`` and ``ndcg@k`` for each ``k``, ``mrr`` (1/rank of the target
+    within the first ``MRR_DEPTH`` items, else 0) and ``users``. A user missing from
+    ``recommended`` counts as a miss.
+    """
+    for k in ks:
+        _check_k(k)
+    ranks = np.array([_rank_of(recommended.get(u, ()), t) for u, t in targets.items()], np.float64)  # 0 = missed
+    out: dict[str, float] = {}
+    for k in ks:
+        found = (ranks > 0) & (ranks <= k)
+        out[f"hit_rate@{k}"] = float(found.mean()) if len(ranks) else 0.0
+        out[f"ndcg@{k}"] = float(np.where(found, 1.0 / np.log2(ranks + 1), 0.0).mean()) if len(ranks) else 0.0
+    within = (ranks > 0) & (ranks <= MRR_DEPTH)
+    out["mrr"] = float(np.where(within, 1.0 / np.maximum(ranks, 1), 0.0).mean()) if len(ranks) else 0.0
+    out["users"] = float(len(ranks))
+    return out
+
+
+def _rank_of(ranked: Sequence[Any], target: Any) -> int:
+    """1-based position of ``target`` in ``ranked`` (0 when absent)."""
+    for i, item in enumerate(ranked, 1):
+        if item == target:
+            return i
+    return 0

@@ -32,23 +32,29 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from tlrec.errors import ConfigError
+from tlrec.errors import ConfigError, UsageError
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models import BlendModel, Recommender, build_model, get_model_class
 from tlrec.training.models.base import masked_top_k
-from tlrec.training.validation import ValidationSplit
+from tlrec.training.validation import SplitBy, ValidationSplit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AUTO", "CANDIDATES", "Selection", "candidate_configs", "select_model"]
+__all__ = ["AUTO", "CANDIDATES", "TASKS", "Selection", "candidate_configs", "check_task", "select_model", "task_split"]
 
 AUTO = "auto"
 #: Candidates in the order they are tried: cheapest first, so later ones can be stopped early.
 CANDIDATES = ("popularity", "itemknn", "ease", "lightfm", "ncf")
+#: What a model is trained for: its candidates and how the validation split holds events out
+#: (``ValidationSplit.of(by=...)``). ``next-item``: each user's last event (leave-last-out).
+TASKS: dict[str, tuple[tuple[str, ...], SplitBy | Literal["auto"]]] = {
+    "recommend": (CANDIDATES, "auto"),
+    "next-item": (("popularity", "ease", "ncf", "sasrec"), "last"),
+}
 #: Scores within this relative distance of the best count as a tie, won by the earlier (cheaper,
 #: simpler) candidate; a blend must beat the chosen single model by as much.
 TIE_TOLERANCE = 0.005
@@ -142,22 +148,37 @@ def candidate_configs(config: dict[str, Any] | None, names: tuple[str, ...] = CA
     return out
 
 
+def check_task(task: str) -> str:
+    """``task`` if it is one of ``TASKS``; else a one-line ``UsageError``."""
+    if task not in TASKS:
+        raise UsageError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    return task
+
+
+def task_split(data: InteractionData, task: str) -> ValidationSplit:
+    """The validation split of ``data`` for ``task`` (leave-last-out for next-item)."""
+    return ValidationSplit.of(data, by=TASKS[check_task(task)][1])
+
+
 def select_model(
     data: InteractionData,
     item_vectors: np.ndarray | None,
     config: dict[str, Any] | None = None,
-    candidates: tuple[str, ...] = CANDIDATES,
+    candidates: tuple[str, ...] | None = None,
     split: ValidationSplit | None = None,
     keep_candidates: bool = False,
+    task: str = "recommend",
 ) -> Selection:
-    """Compare ``candidates`` on a validation split of ``data``; return the winner refit on all of ``data``.
+    """Compare ``candidates`` (default: the ``task``'s) on a validation split of ``data`` (default: the
+    task's, ``task_split``); return the winner refit on all of ``data``.
 
     ``keep_candidates``: keep every tuned candidate in ``Selection.tuned`` (benchmarks refit them);
     by default only the served ones are kept, so a losing EASE's item x item matrix is freed.
     """
     start = time.perf_counter()
+    candidates = candidates if candidates is not None else TASKS[check_task(task)][0]
     configs = candidate_configs(config, candidates)
-    split = split if split is not None else ValidationSplit.of(data)
+    split = split if split is not None else task_split(data, task)
     if split.empty:
         model = build_model("popularity", configs.get("popularity")).fit(data)
         note = "no user has 2+ events, so nothing can be validated: serving popularity"
@@ -231,14 +252,10 @@ def _skip_reason(model: Recommender, split: ValidationSplit) -> str:
 
 
 def _cold_router(tuned: dict[str, Recommender]) -> str | None:
-    """The tuned candidate that scores new items from content (NCF when it was fitted with vectors)."""
-    ncf = tuned.get("ncf")
-    return "ncf" if ncf is not None and ncf.wants_item_vectors() and _has_content(ncf) else None
-
-
-def _has_content(model: Recommender) -> bool:
-    net = getattr(model, "net", None)
-    return net is not None and net.content_hidden is not None
+    """The tuned candidate that scores new items from content: the best on validation of those
+    fitted with content vectors (NCF, the next-item model); None when there is none."""
+    able = [n for n, m in tuned.items() if m.scores_new_items_from_content()]
+    return max(able, key=lambda n: float(tuned[n].validation_ndcg_ or 0.0)) if able else None
 
 
 def _served_model(selection: Selection, tuned: dict[str, Recommender], cold_from: str | None,

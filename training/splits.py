@@ -18,7 +18,7 @@ from tlrec.tables import Columns, DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cold_item_split", "global_temporal_split", "random_split", "temporal_split"]
+__all__ = ["cold_item_split", "global_temporal_split", "leave_last_out", "random_split", "temporal_split"]
 
 _ROW = "__split_row"
 # Guards ceil() against float error: 0.1 * 30 == 3.0000000000000004 must give 3.
@@ -55,33 +55,44 @@ def temporal_split(
             missing column.
     """
     _check_fraction("test_fraction", test_fraction)
+    _check_min_events(min_events)
+    n = pl.len().over(Columns.USER)
+    n_test = pl.min_horizontal((test_fraction * n - _EPS).ceil().cast(pl.Int64), n - 1)
+    train, test = _split_last(interactions, n_test, min_events)
+    logger.info("temporal split: %d train / %d test interactions, %d users in test",
+                train.height, test.height, test[Columns.USER].n_unique() if test.height else 0)
+    return train, test
+
+
+def leave_last_out(interactions: pl.DataFrame, min_events: int = 2) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Each user's last event by time goes to test (users with ``>= min_events`` events; ties keep
+    input order): the next-item protocol. Returns ``(train, test)``, rows in input order."""
+    _check_min_events(min_events)
+    train, test = _split_last(interactions, pl.lit(1, pl.Int64), min_events)
+    logger.info("leave-last-out split: %d train / %d test interactions", train.height, test.height)
+    return train, test
+
+
+def _check_min_events(min_events: int) -> None:
     if isinstance(min_events, bool) or not isinstance(min_events, int) or min_events < 1:
         raise ValueError(f"min_events must be an integer >= 1, got {min_events!r}")
+
+
+def _split_last(interactions: pl.DataFrame, n_test: pl.Expr, min_events: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The last ``n_test`` events by time of each user with ``>= min_events`` events to test."""
     C = Columns
     _check_columns(interactions, C.USER, C.TIMESTAMP)
     n = pl.len().over(C.USER)
-    n_test = (
-        pl.when(n >= min_events)
-        .then(pl.min_horizontal((test_fraction * n - _EPS).ceil().cast(pl.Int64), n - 1))
-        .otherwise(0)
-    )
+    n_test = pl.when(n >= min_events).then(n_test).otherwise(0)
     flagged = (
         interactions.with_row_index(_ROW)
         .sort([C.USER, C.TIMESTAMP, _ROW])
-        .with_columns(
-            (pl.int_range(pl.len()).over(C.USER) >= n.cast(pl.Int64) - n_test).alias("__test")
-        )
+        .with_columns((pl.int_range(pl.len()).over(C.USER) >= n.cast(pl.Int64) - n_test).alias("__test"))
         .sort(_ROW)
     )
     is_test = flagged["__test"]
     cols = interactions.columns
-    train = flagged.filter(~is_test).select(cols)
-    test = flagged.filter(is_test).select(cols)
-    logger.info(
-        "temporal split: %d train / %d test interactions, %d users in test",
-        train.height, test.height, test[C.USER].n_unique() if test.height else 0,
-    )
-    return train, test
+    return flagged.filter(~is_test).select(cols), flagged.filter(is_test).select(cols)
 
 
 def random_split(
@@ -99,8 +110,7 @@ def random_split(
         ``(train, test)``, each with the input columns, rows in input order.
     """
     _check_fraction("test_fraction", test_fraction)
-    if isinstance(min_events, bool) or not isinstance(min_events, int) or min_events < 1:
-        raise ValueError(f"min_events must be an integer >= 1, got {min_events!r}")
+    _check_min_events(min_events)
     C = Columns
     _check_columns(interactions, C.USER)
     n = pl.len().over(C.USER)

@@ -26,7 +26,15 @@ from tlrec.training.id_map import IdMap
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.model_artifact import ModelArtifact
 from tlrec.training.models import Recommender, build_model
-from tlrec.training.selection import AUTO, Selection, candidate_configs, select_model
+from tlrec.training.selection import (
+    AUTO,
+    TASKS,
+    Selection,
+    candidate_configs,
+    check_task,
+    select_model,
+    task_split,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +58,21 @@ def fit_model(
     model: str = AUTO,
     config: dict[str, Any] | None = None,
     keep_candidates: bool = False,
+    task: str = "recommend",
 ) -> tuple[Recommender, InteractionData, Selection | None]:
     """Fit ``model`` on validated frames (``auto``: choose one by validation, ``training.selection``).
 
+    ``task`` (``selection.TASKS``) sets the candidates of ``auto`` and how validation holds
+    events out (``next-item``: each user's last event), for a named model too.
     Returns the fitted model, its indexed data and, for ``auto``, how it was chosen
     (``keep_candidates``: with every tuned candidate, see ``select_model``).
     """
     items = IdMap(catalog[Columns.ITEM].to_list())
     data = InteractionData.build(interactions, items)
     if model == AUTO:
-        check_model_choice(model, config)
+        check_model_choice(model, config, task)
         selection = select_model(data, align_vectors(items, vectors) if vectors is not None else None, config,
-                                 keep_candidates=keep_candidates)
+                                 keep_candidates=keep_candidates, task=task)
         return selection.model, data, selection
     recommender = build_model(model, config)
     content = align_vectors(items, vectors) if vectors is not None and recommender.wants_item_vectors() else None
@@ -69,16 +80,18 @@ def fit_model(
     if finetune and content is not None and recommender.finetunes_text:
         assert vectors is not None
         recommender.set_text_finetuning(*text_finetuning(catalog, vectors, finetune))
-    recommender.fit(data, content)
+    split = task_split(data, task) if task != "recommend" and recommender.chooses_on_validation() else None
+    recommender.fit(data, content, validation=split)
     return recommender, data, None
 
 
-def check_model_choice(model: str, config: dict[str, Any] | None) -> bool:
-    """Fail fast on a bad model name or config (one line); returns whether the fit uses item vectors."""
+def check_model_choice(model: str, config: dict[str, Any] | None, task: str = "recommend") -> bool:
+    """Fail fast on a bad task, model name or config (one line); returns whether the fit uses item vectors."""
+    check_task(task)
     if model == AUTO:
         if any(key.split(".")[-1] == "finetune_layers" and value for key, value in (config or {}).items()):
             raise UsageError("--finetune-layers fine-tunes NCF's text encoder: use it with --model ncf")
-        for name, cfg in candidate_configs(config).items():
+        for name, cfg in candidate_configs(config, TASKS[task][0]).items():
             build_model(name, cfg)
         return True
     return build_model(model, config).wants_item_vectors()
@@ -110,11 +123,13 @@ def train_into(
     vectors: ItemVectors | None = None,
     model: str = AUTO,
     config: dict[str, Any] | None = None,
+    task: str = "recommend",
 ) -> tuple[Recommender, dict[str, Any]]:
     """Fit and write the complete version (``ModelArtifact``) into ``out_dir``; returns (model, manifest fields)."""
     start = time.perf_counter()
-    recommender, data, selection = fit_model(catalog, interactions, vectors, model, config)
+    recommender, data, selection = fit_model(catalog, interactions, vectors, model, config, task=task)
     artifact = ModelArtifact.build(recommender, data, time.perf_counter() - start)
+    artifact.training["task"] = task
     if selection is not None:
         artifact.training["selection"] = selection.to_dict()
     info = artifact.write(out_dir)

@@ -48,7 +48,6 @@ from tlrec.training.splits import cold_item_split, temporal_split
 logger = logging.getLogger(__name__)
 
 NONE, ALL = "none", "all"
-GROUPS = ("warm", "sparse", "cold items")
 METRIC_OF_GROUP = {"warm": "ndcg@10", "sparse": "ndcg@10", "cold items": "recall@20"}
 SPARSE_QUANTILE = 0.25
 
@@ -93,6 +92,8 @@ class TransferReport:
     """Per-variant group results, the gains and the modalities named as negative transfer."""
 
     modalities: list[str]
+    #: group -> the metric it is scored by, in report order
+    groups: dict[str, str] = field(default_factory=lambda: dict(METRIC_OF_GROUP))
     results: dict[str, dict[str, GroupResult]] = field(default_factory=dict)
     gains: list[Gain] = field(default_factory=list)
     negative: dict[str, list[str]] = field(default_factory=dict)  # modality -> groups it hurts
@@ -235,7 +236,7 @@ def _chance_recall(rel: dict[str, set[int]], users: list[str], n: int, k: int) -
 
 def _gains(report: TransferReport, mods: list[str], seed: int) -> None:
     res = report.results
-    for group in GROUPS:
+    for group in report.groups:
         ref = res[NONE][group]
         for name in res:
             if name == NONE:
@@ -263,10 +264,11 @@ def _gains(report: TransferReport, mods: list[str], seed: int) -> None:
 def render_markdown(report: TransferReport, title: str = "Transfer report") -> str:
     """The report as Markdown: means per variant and group, then gains with intervals and verdicts."""
     lines = [f"# {title}", "", *[f"- {n}" for n in report.notes], ""]
-    lines += ["## Means", "", "| variant | " + " | ".join(f"{g} ({METRIC_OF_GROUP[g]})" for g in GROUPS) + " |",
-              "|---" * (len(GROUPS) + 1) + "|"]
+    groups = report.groups
+    lines += ["## Means", "", "| variant | " + " | ".join(f"{g} ({m})" for g, m in groups.items()) + " |",
+              "|---" * (len(groups) + 1) + "|"]
     for name, res in report.results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{res[g].mean:.4f}" for g in GROUPS) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{res[g].mean:.4f}" for g in groups) + " |")
     lines += ["", "## Gains (paired, bootstrap 95% interval over users)", "",
               "| variant | vs | group | metric | diff | 95% interval | relative | verdict |",
               "|---|---|---|---|---|---|---|---|"]
@@ -305,8 +307,9 @@ def plot_gains(report: TransferReport, path: Any) -> None:
 
     gains = [g for g in report.gains if g.reference == NONE]
     names = list(dict.fromkeys(g.variant for g in gains))
-    fig, axes = plt.subplots(1, len(GROUPS), figsize=(4.2 * len(GROUPS), 3.4))
-    for ax, group in zip(np.atleast_1d(axes), GROUPS):
+    groups = report.groups
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4))
+    for ax, group in zip(np.atleast_1d(axes), groups):
         rows = [next(g for g in gains if g.variant == n and g.group == group) for n in names]
         diffs = [g.diff for g in rows]
         err = [[g.diff - g.ci_low for g in rows], [g.ci_high - g.diff for g in rows]]
@@ -314,7 +317,7 @@ def plot_gains(report: TransferReport, path: Any) -> None:
                   for g in rows]
         ax.bar(names, diffs, yerr=err, color=colors, capsize=4)
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_title(f"{group}: {METRIC_OF_GROUP[group]} gain vs none", fontsize=9)
+        ax.set_title(f"{group}: {groups[group]} gain vs none", fontsize=9)
         ax.tick_params(axis="x", labelsize=8, rotation=20)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

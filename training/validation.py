@@ -1,7 +1,8 @@
 """The validation split every model chooses its settings on, and whether time order means anything.
 
 ``ValidationSplit.of(data)`` holds out ``fraction`` of each user's training events: the last ones
-by time when the timestamps carry signal, a seeded random share when they do not. Models fit
+by time when the timestamps carry signal, a seeded random share when they do not
+(``by="last"``: each user's last event, the next-item task). Models fit
 on ``fit_data`` and are scored on the held-out events by NDCG@10 with the items seen in
 ``fit_data`` excluded, over a fixed sample of at most ``MAX_USERS`` users, so every model
 (and the model selection of ``training.selection``) is compared on the same events.
@@ -36,16 +37,17 @@ from tlrec.errors import UsageError
 from tlrec.tables import Columns
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.metrics import bootstrap_diff, ndcg_per_user
-from tlrec.training.splits import random_split, temporal_split
+from tlrec.training.splits import leave_last_out, random_split, temporal_split
 
 if TYPE_CHECKING:
     from tlrec.training.models.base import Recommender
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HOPELESS_SHARE", "MAX_USERS", "ValidationSplit", "time_signal"]
+__all__ = ["HOPELESS_SHARE", "MAX_USERS", "SplitBy", "ValidationSplit", "time_signal"]
 
-SplitBy = Literal["time", "random"]
+#: How the held-out events were chosen: the last share by time, a random share, or each user's last event.
+SplitBy = Literal["time", "random", "last"]
 #: Users scored on validation (a seeded sample when there are more).
 MAX_USERS = 2000
 #: An iterative model whose validation score stays below this share of the best finished
@@ -77,16 +79,20 @@ class ValidationSplit:
         """Hold out ``fraction`` of each user's events of ``data`` (users with 2+ events).
 
         ``by="auto"`` splits by time when ``time_signal`` finds that time order carries signal,
-        else at random; ``"time"`` and ``"random"`` force one.
+        else at random; ``"time"`` and ``"random"`` force one. ``"last"`` holds out each user's
+        last event by time instead (leave-last-out, the next-item task; ``fraction`` unused).
         """
-        if by not in ("auto", "time", "random"):
-            raise UsageError(f"validation split by {by!r}: use auto, time or random")
+        if by not in ("auto", "time", "random", "last"):
+            raise UsageError(f"validation split by {by!r}: use auto, time, random or last")
         if by == "auto":
             has_time, reason = time_signal(data.interactions, seed=seed)
             chosen: SplitBy = "time" if has_time else "random"
         else:
             chosen, reason = by, f"{by} split requested"
-        if chosen == "time":
+        if chosen == "last":
+            fit_part, val_part = leave_last_out(data.interactions)
+            reason = "leave-last-out: each user's last event by time (next-item task)"
+        elif chosen == "time":
             fit_part, val_part = temporal_split(data.interactions, test_fraction=fraction)
         else:
             fit_part, val_part = random_split(data.interactions, test_fraction=fraction, seed=seed)

@@ -150,6 +150,8 @@ class HistoryItem(_In):
     item_id: Id
     weight: float = Field(default=1.0, gt=0, le=1e6, description="Strength of the interaction (1 = one event).")
     timestamp: Timestamp | None = Field(default=None, description=TIMESTAMP_HELP)
+    event: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        default=None, description="Event type (view, cart, purchase...): read by a next-item model.")
 
 
 class RecommendFilters(_In):

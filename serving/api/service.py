@@ -196,6 +196,8 @@ async def _history_recommendations(
             state, lambda: model.recommend_history(
                 [ids], k_model, weights=[weights], exclude_history=body.filters.exclude_history,
                 candidates=body.candidates, user_ids=[name] if body.user_id else None,
+                events=[[h.event for h in body.history]],
+                timestamps=[[_seconds(h.timestamp) for h in body.history]],
             )
         )
         if rec.source == "popular":

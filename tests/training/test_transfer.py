@@ -105,3 +105,19 @@ def test_transfer_report_end_to_end():
     assert "text" not in report.negative
     md = render_markdown(report)
     assert "| all - image |" in md and "cold items" in md
+
+
+def test_next_item_transfer_report_measures_content_on_new_item_targets():
+    from tlrec.training.transfer_next import next_item_transfer_report
+
+    catalog, inter, vecs = _world()
+    report = next_item_transfer_report(catalog, inter, vecs, modalities=["text"], config={
+        "epochs": 15, "validation": "none", "dim": 16, "content_hidden": 16, "blocks": 1, "heads": 1,
+        "max_len": 12, "batch_users": 32, "lr": 1e-2})
+    assert set(report.results) == {NONE, ALL}
+    groups = list(report.groups)
+    assert groups[0] == "warm" and groups[1].startswith("short histories") and groups[2] == "new-item targets"
+    new = {name: res["new-item targets"].mean for name, res in report.results.items()}
+    assert new[ALL] > new[NONE] + 0.2  # the group-bearing text places held-out items; ids alone cannot
+    md = render_markdown(report, "Next-item transfer")
+    assert "new-item targets (hit_rate@10)" in md and "| all |" in md

@@ -115,7 +115,7 @@ def test_forced_split(sequential):
 
 @pytest.mark.parametrize("bad", ["timestamp", "", None, "Random"])
 def test_bad_by_is_a_usage_error(sequential, bad):
-    with pytest.raises(UsageError, match="auto, time or random"):
+    with pytest.raises(UsageError, match="auto, time, random or last"):
         ValidationSplit.of(_data(sequential), by=bad)
 
 

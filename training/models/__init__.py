@@ -13,9 +13,11 @@ from tlrec.training.models.itemknn import ItemKNNConfig, ItemKNNModel
 from tlrec.training.models.lightfm_model import LightFMConfig, LightFMModel
 from tlrec.training.models.ncf import NCFConfig, NCFModel
 from tlrec.training.models.popularity import PopularityConfig, PopularityModel
+from tlrec.training.models.sasrec import SASRecConfig, SASRecModel
 
 MODELS: dict[str, type[Recommender]] = {
-    m.name: m for m in (NCFModel, PopularityModel, ContentProfileModel, ItemKNNModel, EASEModel, LightFMModel, BlendModel)
+    m.name: m for m in (NCFModel, PopularityModel, ContentProfileModel, ItemKNNModel, EASEModel, LightFMModel, BlendModel,
+                  SASRecModel)
 }
 
 
@@ -43,5 +45,6 @@ def get_model_class(name: str) -> type[Recommender]:
 __all__ = [
     "MODELS", "BlendConfig", "BlendModel", "ContentProfileConfig", "ContentProfileModel", "EASEConfig", "EASEModel",
     "ItemKNNConfig", "ItemKNNModel", "LightFMConfig", "LightFMModel", "ModelConfig", "NCFConfig", "NCFModel",
-    "PopularityConfig", "PopularityModel", "Recommender", "build_model", "get_model_class",
+    "PopularityConfig", "PopularityModel", "Recommender", "SASRecConfig", "SASRecModel", "build_model",
+    "get_model_class",
 ]

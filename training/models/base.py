@@ -25,7 +25,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -43,7 +43,8 @@ from tlrec.training.artifacts import (
     tensor_array,
 )
 from tlrec.training.interaction_data import InteractionData
-from tlrec.training.validation import ValidationSplit
+from tlrec.training.sequences import EventVocabulary, Sequences
+from tlrec.training.validation import SplitBy, ValidationSplit
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ class Recommender(ABC):
     recommends_from_history: ClassVar[bool] = False
     retrieval: ClassVar[bool] = False
     finetunes_text: ClassVar[bool] = False
+    #: reads a history's order, event types and times (``sequence_vectors``), not only its items
+    reads_sequences: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -122,7 +125,8 @@ class Recommender(ABC):
         Raises ``DataError`` on empty data, ValueError on vectors whose shape does not match.
         """
         if self.chooses_on_validation():
-            split = validation if validation is not None else ValidationSplit.of(data, self.validation_fraction())
+            split = validation if validation is not None else ValidationSplit.of(
+                data, self.validation_fraction(), by=self.validation_by())
             if not split.empty:
                 return self.tune(split, item_vectors).refit(data, item_vectors)
             logger.warning("%s: no held-out events to choose settings on (every user has < 2); using the "
@@ -183,6 +187,19 @@ class Recommender(ABC):
     def validation_fraction(self) -> float:
         """Share of each user's events ``fit`` holds out when it makes its own validation split."""
         return float(getattr(self.config, "val_fraction", 0.1) or 0.1)
+
+    @property
+    def event_vocabulary(self) -> EventVocabulary:
+        """The event types this model reads (none here; a sequence model learns them in ``fit``)."""
+        return EventVocabulary(())
+
+    def validation_by(self) -> SplitBy | Literal["auto"]:
+        """How ``fit`` holds out events when it makes its own validation split (``ValidationSplit.of``)."""
+        return "auto"
+
+    def scores_new_items_from_content(self) -> bool:
+        """True when this fitted model places items without interactions by their content vectors."""
+        return False
 
     def wants_item_vectors(self) -> bool:
         """True when this model (as configured) uses pre-trained item vectors in ``fit``."""
@@ -289,6 +306,24 @@ class Recommender(ABC):
         if users is not None and users.shape != (history.shape[0],):
             raise ValueError(f"{self.name}: {history.shape[0]} histories but user ids of shape {users.shape}")
         return self._history_vectors(history, users)
+
+    def sequence_vectors(self, seqs: Sequences) -> np.ndarray:
+        """Retrieval query vectors float32 ``[n, d]`` of ad-hoc event sequences (item indices, oldest first).
+
+        A model that ``reads_sequences`` reads the order, event types and times; any other
+        retrieval model gets each sequence as a history weighted by position (``history_weights``).
+        """
+        self._check_retrieval()
+        if len(seqs.items) and (seqs.items.min() < 0 or seqs.items.max() >= self.n_items):
+            raise IndexError(f"{self.name}: sequence item out of range [0, {self.n_items})")
+        return self._sequence_vectors(seqs)
+
+    def _sequence_vectors(self, seqs: Sequences) -> np.ndarray:
+        weights = np.concatenate([self.history_weights(int(n)) for n in seqs.lengths]) if len(seqs.items) \
+            else np.zeros(0, np.float32)
+        rows = np.repeat(np.arange(len(seqs)), seqs.lengths)
+        history = sp.csr_matrix((weights, (rows, seqs.items)), shape=(len(seqs), self.n_items), dtype=np.float32)
+        return self._history_vectors(history, None)
 
     def item_vectors(self) -> np.ndarray:
         """Item vectors float32 ``[n_items, d]``: what a retrieval index holds."""

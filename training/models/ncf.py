@@ -110,6 +110,9 @@ class NCFModel(Recommender):
     def wants_item_vectors(self) -> bool:
         return True
 
+    def scores_new_items_from_content(self) -> bool:
+        return self.net is not None and self.net.content_hidden is not None
+
     # ------------------------------------------------------------------ fit
     def chooses_on_validation(self) -> bool:
         return self.config.val_fraction > 0

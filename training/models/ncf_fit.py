@@ -32,6 +32,7 @@ from tlrec.training.interaction_data import InteractionData
 from tlrec.training.metrics import ndcg_at_k
 from tlrec.training.models.base import top_k
 from tlrec.training.models.ncf_net import NCFNet, UserHistories, row_normalised
+from tlrec.training.models.softmax_pool import softmax_pool
 from tlrec.training.validation import ValidationSplit
 
 if TYPE_CHECKING:
@@ -328,15 +329,7 @@ class NCFTrainer:
         coo = x.tocoo()
         rows, cols = coo.row.astype(np.int64), coo.col.astype(np.int64)
         b, n_items = x.shape
-        n_trained = len(trained_items)
-        if n_trained <= cfg.full_softmax_items:
-            pool = trained_items
-            logq = None
-        else:  # the batch's items + uniform samples, each corrected by how likely it is in the pool
-            sampled = trained_items[rng.integers(0, n_trained, size=cfg.negatives)]
-            pool = np.unique(np.concatenate([cols, sampled]))
-            p_draw = 1.0 - np.exp(-len(cols) * np.exp(log_pop[pool])) + cfg.negatives / n_trained
-            logq = torch.from_numpy(np.log(np.minimum(p_draw, 1.0)).astype(np.float32))
+        pool, logq = softmax_pool(cols, trained_items, log_pop, cfg.full_softmax_items, cfg.negatives, rng)
         pos_of = np.full(n_items, -1, np.int64)
         pos_of[pool] = np.arange(len(pool))
         pool_t = torch.from_numpy(pool)

@@ -1,4 +1,4 @@
-"""Recommendations for a user id, for a sent history, and similar items."""
+"""Recommendations for a user id, for a sent history, next-item predictions, and similar items."""
 
 from __future__ import annotations
 
@@ -34,6 +34,27 @@ async def user_recommendations(
 @router.post("/recommendations", response_model=RecommendationsOut, responses=errors(401, 413, 415, 422, 503))
 async def history_recommendations(state: State, models: CurrentModels, body: HistoryRecommendIn) -> RecommendationsOut:
     """Top-k for a history sent in the request (new or anonymous users), optional candidates and filters."""
+    return await service.history_recommendations(state, models, body)
+
+
+@router.get("/users/{user_id}/next", response_model=RecommendationsOut, responses=errors(401, 404, 422, 503))
+async def user_next(
+    state: State, models: CurrentModels, user_id: UserId, k: K = 10,
+    exclude_seen: Annotated[bool, Query(description="Drop the user's items (training data, fresh events).")] = True,
+) -> RecommendationsOut:
+    """The k items the user is most likely to interact with next, from their events in order (training
+    data, then fresh events: a click changes the answer at once).
+
+    A model trained with `tlrec train --task next-item` reads the order, event types and times; any
+    other model answers from the same events as a history (as `/recommendations` does).
+    """
+    return await service.user_recommendations(state, models, user_id, k, exclude_seen)
+
+
+@router.post("/next", response_model=RecommendationsOut, responses=errors(401, 413, 415, 422, 503))
+async def sequence_next(state: State, models: CurrentModels, body: HistoryRecommendIn) -> RecommendationsOut:
+    """The next k items after an ad-hoc sequence (anonymous sessions): `history` oldest first, each with
+    optional `event` and `timestamp`; same options as `POST /v1/recommendations`."""
     return await service.history_recommendations(state, models, body)
 
 
