@@ -250,7 +250,7 @@ def next_item_metrics(recommended: dict[str, Sequence[Any]], targets: dict[str, 
     for k in ks:
         found = (ranks > 0) & (ranks <= k)
         out[f"hit_rate@{k}"] = float(found.mean()) if len(ranks) else 0.0
-        out[f"ndcg@{k}"] = float(np.where(found, 1.0 / np.log2(ranks + 1), 0.0).mean()) if len(ranks) else 0.0
+        out[f"ndcg@{k}"] = float(np.where(found, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0).mean()) if len(ranks) else 0.0
     within = (ranks > 0) & (ranks <= MRR_DEPTH)
     out["mrr"] = float(np.where(within, 1.0 / np.maximum(ranks, 1), 0.0).mean()) if len(ranks) else 0.0
     out["users"] = float(len(ranks))

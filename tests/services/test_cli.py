@@ -459,3 +459,28 @@ def test_unknown_setting_is_one_line_and_nothing_published(tiny_world, tmp_path)
     assert len(lines) == 1 and "nonsense" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (out / "current").exists() and not (out.exists() and any(out.iterdir()))
+
+
+def test_unknown_task_is_one_line_and_nothing_published(tiny_world, tmp_path):
+    out = tmp_path / "artifacts"
+    result = _invoke("train", "--catalog", tiny_world.catalog, "--interactions", tiny_world.train, "--out", out,
+                     "--task", "next-click")
+    assert result.exit_code == 2, result.stderr
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "next-click" in lines[0] and "next-item" in lines[0], result.stderr
+    assert not (out / "current").exists()
+
+
+def test_train_next_item_then_evaluate_next_item(tiny_world, tmp_path):
+    out = tmp_path / "artifacts"
+    result = _invoke("train", "--catalog", tiny_world.catalog, "--interactions", tiny_world.train, "--out", out,
+                     "--task", "next-item", "--model", "sasrec", "--set", "epochs=3", "--set", "dim=8",
+                     "--set", "content_hidden=8", "--set", "progress=false")
+    assert result.exit_code == 0, result.stderr
+    version = Path(result.stdout.strip().splitlines()[-1])
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["task"] == "next-item" and manifest["model"] == "sasrec"
+    result = _invoke("evaluate", "--task", "next-item", "--artifacts", out, "--interactions", tiny_world.test,
+                     "--k", "10")
+    assert result.exit_code == 0, result.stderr
+    assert "hit_rate@10" in result.stdout and "mrr" in result.stdout
