@@ -17,6 +17,8 @@ MAX_EXAMPLES = 20
 WITH_INPUT = [  # positive and negative examples
     ("GET", "/v1/users/{user_id}/recommendations"),
     ("POST", "/v1/recommendations"),
+    ("GET", "/v1/users/{user_id}/next"),
+    ("POST", "/v1/next"),
     ("GET", "/v1/items/{item_id}/similar"),
     ("POST", "/v1/events"),
 ]
