@@ -192,10 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         key, _, value = item.partition("=")
         model, _, field = key.partition(".")
         settings.setdefault(model, {})[field] = json.loads(value)
-    for name in ("sasrec", "sasrec-ids", "ncf", "ease", "content"):
-        if name in ("sasrec", "sasrec-ids", "ncf"):
-            settings.setdefault(name, {}).setdefault("progress", False)
-    settings.setdefault("sasrec-ids", {}).update({k: v for k, v in settings.get("sasrec", {}).items()})
+    for name in ("sasrec", "ncf"):  # no progress bars in a bench log
+        settings.setdefault(name, {}).setdefault("progress", False)
+    settings["sasrec-ids"] = {**settings["sasrec"], **settings.get("sasrec-ids", {})}  # same settings, no content
 
     from tlrec.services.movielens import import_movielens
 
