@@ -4,9 +4,11 @@ Protocol (one run, every model side by side):
 
 * **warm** — leave-last-out by time: each user's last rating is the target, the rest trains.
   Full ranking over the items seen in training, the user's training items excluded; HR@10,
-  NDCG@10 and MRR (target within the top 100). Every tlrec model chooses its settings on the
-  same validation split of the training part (each user's last training event,
-  ``ValidationSplit.of(by="last")``); EASE's ``l2`` too. RecTools' ``SASRecModel`` runs in a
+  NDCG@10 and MRR (target within the top 100). The served row is what ``tlrec train --task
+  next-item`` serves: the model selection over the task's candidates (popularity, EASE, NCF,
+  sasrec, and their blend) on the validation split of the training part (each user's last
+  training event, ``ValidationSplit.of(by="last")``); each candidate's row is that candidate
+  as ``--model NAME`` serves it (EASE's ``l2`` chosen on the same split). RecTools' ``SASRecModel`` runs in a
   virtual environment of its own (``bench/rectools_bridge.py``), softmax loss, settings
   reported in the table.
 * **new items** — ``cold_item_split(0.2)``: a fifth of the items are held out of training with
@@ -43,6 +45,7 @@ from tlrec.training.id_map import IdMap
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.metrics import MRR_DEPTH, next_item_metrics
 from tlrec.training.models import Recommender, build_model
+from tlrec.training.selection import TASKS, select_model
 from tlrec.training.sequences import Sequences
 from tlrec.training.splits import cold_item_split, leave_last_out
 from tlrec.training.validation import ValidationSplit
@@ -53,7 +56,10 @@ from quality import load_vectors  # noqa: E402
 logger = logging.getLogger("bench.next_item")
 
 K = 10
-MODELS = ("popularity", "ease", "ncf", "sasrec", "sasrec-ids", "content", "rectools")
+MODELS = ("served", "popularity", "ease", "ncf", "sasrec", "sasrec-ids", "content", "rectools")
+LABELS = {"popularity": "popularity", "ease": "ease", "ncf": "tlrec ncf + pre-trained content",
+          "sasrec": "tlrec sasrec + pre-trained content", "sasrec-ids": "tlrec sasrec (ids only)",
+          "content": "content profile"}
 
 
 def fit(name: str, data: InteractionData, vectors: np.ndarray | None, split: ValidationSplit,
@@ -88,7 +94,10 @@ def warm(catalog: pl.DataFrame, interactions: pl.DataFrame, vectors_path: Path |
     split = ValidationSplit.of(data, by="last")
     targets = dict(zip(test[Columns.USER].to_list(), test[Columns.ITEM].to_list()))
     rows = []
-    for name in models:
+    candidates = tuple(m for m in TASKS["next-item"][0] if m in models and (m != "sasrec" or vectors is not None))
+    if "served" in models or candidates:
+        rows += selection_rows(data, vectors, split, candidates, settings, test, targets, "served" in models)
+    for name in (m for m in models if m not in candidates and m != "served"):
         if name == "rectools":
             from rectools_bridge import run_sasrec
 
@@ -98,22 +107,47 @@ def warm(catalog: pl.DataFrame, interactions: pl.DataFrame, vectors_path: Path |
                          "fit_seconds": round(result.fit_seconds, 1), "settings": result.settings,
                          "versions": result.versions})
             continue
-        model_name = {"sasrec-ids": "sasrec", "content": "content"}.get(name, name)
-        content = None if name == "sasrec-ids" else vectors
         if name in ("sasrec", "content") and vectors is None:
             logger.info("%s: skipped (no --vectors)", name)
             continue
-        model, seconds = fit(model_name, data, content, split, settings.get(name, {}))
-        recs = rank_warm(model, data, test)
-        label = {"sasrec": "tlrec sasrec + pre-trained content", "sasrec-ids": "tlrec sasrec (ids only)",
-                 "ncf": "tlrec ncf + pre-trained content" if vectors is not None else "tlrec ncf",
-                 "content": "content profile"}.get(name, name)
-        rows.append({"model": label, **next_item_metrics(recs, targets, (K,)), "fit_seconds": round(seconds, 1),
-                     "validation_ndcg@10": model.validation_ndcg_, "config": model.config.model_dump(mode="json")})
-        logger.info("%s: %s", label, {k: round(v, 4) for k, v in rows[-1].items() if isinstance(v, float)})
+        model_name = "sasrec" if name == "sasrec-ids" else name
+        model, seconds = fit(model_name, data, None if name == "sasrec-ids" else vectors, split,
+                             settings.get(name, {}))
+        rows.append(model_row(LABELS[name], model, data, test, targets, seconds))
     return {"split": "leave_last_out: each user's last event by time is the target; full ranking over items seen "
                      "in training, training items excluded", "users": len(targets),
             "train_interactions": train.height, "rows": rows}
+
+
+def selection_rows(data: InteractionData, vectors: np.ndarray | None, split: ValidationSplit,
+                   candidates: tuple[str, ...], settings: dict[str, dict[str, Any]], test: pl.DataFrame,
+                   targets: dict[str, str], served: bool) -> list[dict[str, Any]]:
+    """``tlrec train --task next-item`` on ``data`` (model selection over ``candidates`` on ``split``):
+    a row for the served model (when ``served``) and one per candidate as ``--model NAME`` serves it."""
+    config = {f"{name}.{key}": value for name in candidates for key, value in settings.get(name, {}).items()}
+    start = time.perf_counter()
+    selection = select_model(data, vectors, config, candidates=candidates, split=split, keep_candidates=True,
+                             task="next-item")
+    rows = []
+    if served:
+        label = f"tlrec served (--task next-item: {selection.choice})"
+        rows.append(model_row(label, selection.model, data, test, targets, time.perf_counter() - start))
+        rows[-1]["selection"] = selection.to_dict()
+    for c in selection.candidates:
+        if c.name in selection.tuned:
+            model = selection.refit_candidate(c.name, data, vectors)
+            rows.append(model_row(LABELS[c.name], model, data, test, targets, c.fit_seconds))
+    return rows
+
+
+def model_row(label: str, model: Recommender, data: InteractionData, test: pl.DataFrame, targets: dict[str, str],
+              seconds: float) -> dict[str, Any]:
+    """The table row of a fitted tlrec model: its test figures, fit time and validation score."""
+    row = {"model": label, **next_item_metrics(rank_warm(model, data, test), targets, (K,)),
+           "fit_seconds": round(seconds, 1), "validation_ndcg@10": model.validation_ndcg_,
+           "config": model.config.model_dump(mode="json")}
+    logger.info("%s: %s", label, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
+    return row
 
 
 def new_items(catalog: pl.DataFrame, interactions: pl.DataFrame, vectors_path: Path | None,
@@ -135,8 +169,7 @@ def new_items(catalog: pl.DataFrame, interactions: pl.DataFrame, vectors_path: P
     seqs = Sequences.from_lists([histories[u] for u in users])
     split = ValidationSplit.of(data, by="last")
     rows = []
-    for name, label in (("sasrec", "tlrec sasrec + pre-trained content"),
-                        ("ncf", "tlrec ncf + pre-trained content"), ("content", "content profile")):
+    for name in ("sasrec", "ncf", "content"):
         model, seconds = fit(name, data, vectors, split, settings.get(name, {}))
         if model.retrieval:
             queries = model.sequence_vectors(seqs)
@@ -145,7 +178,7 @@ def new_items(catalog: pl.DataFrame, interactions: pl.DataFrame, vectors_path: P
             scores = model.score_history(seqs.matrix(data.n_items), candidates)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :MRR_DEPTH]
         recs = {u: data.items.to_external(candidates[order[r]]) for r, u in enumerate(users)}
-        rows.append({"model": label, **next_item_metrics(recs, targets, (K,)), "fit_seconds": round(seconds, 1)})
+        rows.append({"model": LABELS[name], **next_item_metrics(recs, targets, (K,)), "fit_seconds": round(seconds, 1)})
     rows.append({"model": "RecTools SASRecModel", "note": "cannot rank items without interactions"})
     return {"split": "cold_item_split(0.2, seed 0): target = each user's first event on a held-out item, history = "
                      "their training events before it; ranked among the held-out items",

@@ -31,6 +31,7 @@ from tlrec.tables import DataError
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.metrics import ndcg_at_k
 from tlrec.training.models.base import top_k
+from tlrec.training.models.early_stopping import EarlyStopping
 from tlrec.training.models.ncf_net import NCFNet, UserHistories, row_normalised
 from tlrec.training.models.softmax_pool import softmax_pool
 from tlrec.training.validation import ValidationSplit
@@ -124,10 +125,9 @@ class NCFTrainer:
             raise DataError("ncf: no user has an interaction to learn from")
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         batch = cfg.batch_users
-        best: tuple[float, int, dict | None] = (-1.0, 0, None)
-        bad = 0
-        bar = tqdm(range(1, epochs + 1), desc="ncf", unit="epoch", disable=not cfg.progress, leave=False)
-        for epoch in bar:
+        run = EarlyStopping(net, epochs, cfg.eval_every, cfg.patience, val is not None, "ncf", cfg.progress,
+                            val.hopeless if val is not None else None)
+        for epoch in run:
             net.train()
             order = rng.permutation(active)
             total = 0.0
@@ -139,31 +139,14 @@ class NCFTrainer:
                 loss.backward()
                 opt.step()
                 total += float(loss.detach())
-            postfix = {"loss": f"{total / n_batches:.3f}"}
-            if val is not None and (epoch % cfg.eval_every == 0 or epoch == epochs):
-                score = self._validate_settings(net, hist, val)
-                postfix["val_ndcg@10"] = f"{score:.4f}"
-                if score > best[0]:
-                    best = (score, epoch, {k: v.clone() for k, v in net.state_dict().items()})
-                    bad = 0
-                else:
-                    bad += 1
-                    if bad >= cfg.patience:
-                        bar.set_postfix(postfix)
-                        break
-                if epoch >= 3 * cfg.eval_every and val.hopeless(best[0]):
-                    logger.info("ncf: stopped at epoch %d: validation NDCG@10 %.4f is far below the best "
-                                "candidate's %.4f", epoch, best[0], val.bar)
-                    break
-            bar.set_postfix(postfix)
-        bar.close()
-        if best[2] is not None:
-            net.load_state_dict(best[2])
+            run.postfix["loss"] = f"{total / n_batches:.3f}"
+            if val is not None and run.due(epoch):
+                run.record(epoch, self._validate_settings(net, hist, val))
+        kept = run.restore()
         self.model._set_net(net, hist)
         if cfg.finetune_layers > 0:
             self._finetune(net, hist, train_matrix, active, log_pop, trained_items, rng,
-                           val, best[0] if best[2] is not None else None)
-        kept = best[1] if best[2] is not None else epochs
+                           val, run.best_score if run.best_state is not None else None)
         if net.cold is not None:
             self._train_cold(net, hist, train_matrix, active, log_pop, trained_items, rng,
                              val.relevant if val is not None else None, data, kept)
@@ -248,11 +231,10 @@ class NCFTrainer:
                 val_rel, held = None, None
         opt = torch.optim.Adam(net.cold.parameters(), lr=cfg.lr)
         batch = cfg.batch_users
-        best: tuple[float, dict | None] = (-1.0, None)
-        bad = 0
-        limit = cfg.epochs if val_rel is not None else epochs
-        for epoch in tqdm(range(1, limit + 1), desc="ncf new-item tower", unit="epoch", disable=not cfg.progress,
-                          leave=False):
+        validate = val_rel is not None and held is not None
+        run = EarlyStopping(net.cold, cfg.epochs if validate else epochs, cfg.eval_every, cfg.patience, validate,
+                            "ncf new-item tower", cfg.progress)
+        for epoch in run:
             net.train()
             order = rng.permutation(active)
             for b in range(math.ceil(len(order) / batch)):
@@ -261,17 +243,10 @@ class NCFTrainer:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            if val_rel is not None and held is not None and (epoch % cfg.eval_every == 0 or epoch == limit):
+            if validate and run.due(epoch):
                 with torch.no_grad():
-                    score = self._validate_new(net.eval().cold(net.content).numpy(), held, val_rel, data)
-                if score > best[0]:
-                    best, bad = (score, {k: v.clone() for k, v in net.cold.state_dict().items()}), 0
-                else:
-                    bad += 1
-                    if bad >= cfg.patience:
-                        break
-        if best[1] is not None:
-            net.cold.load_state_dict(best[1])
+                    run.record(epoch, self._validate_new(net.eval().cold(net.content).numpy(), held, val_rel, data))
+        run.restore()
         self._blend_new_items(net, held, val_rel, data)
         self.model._set_net(net, hist)
 

@@ -30,11 +30,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from pydantic import Field
-from tqdm.auto import tqdm
 
 from tlrec.tables import DataError
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models.base import ModelConfig, Recommender
+from tlrec.training.models.early_stopping import EarlyStopping
 from tlrec.training.models.sasrec_net import SASRecNet
 from tlrec.training.models.softmax_pool import softmax_pool
 from tlrec.training.sequences import EventVocabulary, Sequences
@@ -142,10 +142,9 @@ class SASRecModel(Recommender):
             raise DataError("sasrec: no user has two events to learn a next event from")
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         epochs = cfg.epochs if val is not None else (self.epochs_ or cfg.epochs)
-        best: tuple[float, int, dict | None] = (-1.0, 0, None)
-        bad = 0
-        bar = tqdm(range(1, epochs + 1), desc="sasrec", unit="epoch", disable=not cfg.progress, leave=False)
-        for epoch in bar:
+        run = EarlyStopping(net, epochs, cfg.eval_every, cfg.patience, val is not None, "sasrec", cfg.progress,
+                            val.hopeless if val is not None else None)
+        for epoch in run:
             net.train()
             order = rng.permutation(len(rows))
             total = 0.0
@@ -157,24 +156,13 @@ class SASRecModel(Recommender):
                 loss.backward()
                 opt.step()
                 total += float(loss.detach())
-            postfix = {"loss": f"{total / n_batches:.3f}"}
-            if val is not None and (epoch % cfg.eval_every == 0 or epoch == epochs):
+            run.postfix["loss"] = f"{total / n_batches:.3f}"
+            if val is not None and run.due(epoch):
                 self._serve(net, seqs)
-                score = self._validate(val)
-                postfix["val_ndcg@10"] = f"{score:.4f}"
-                if score > best[0]:
-                    best, bad = (score, epoch, {k: v.clone() for k, v in net.state_dict().items()}), 0
-                else:
-                    bad += 1
-                if bad >= cfg.patience or (epoch >= 3 * cfg.eval_every and val.hopeless(best[0])):
-                    bar.set_postfix(postfix)
-                    break
-            bar.set_postfix(postfix)
-        bar.close()
-        if best[2] is not None:
-            net.load_state_dict(best[2])
+                run.record(epoch, self._validate(val))
+        kept = run.restore()
         self._serve(net, seqs)
-        return best[1] if best[2] is not None else epochs
+        return kept
 
     def _batch_loss(self, net: SASRecNet, batch: Sequences, ends: np.ndarray, log_pop: np.ndarray,
                     trained_items: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
