@@ -110,3 +110,32 @@ def test_a_broken_calibrator_state_is_refused() -> None:
         Calibrator.from_state({"kind": np.array([0.0])})
     with pytest.raises(ValueError, match="both classes"):
         Calibrator.choose(np.zeros(50), np.zeros(50))
+
+
+def test_propensity_features_known_answers() -> None:
+    from tlrec.training.propensity_features import FEATURES, PRIOR, LabelledHistory, item_neighbours
+
+    # items 0 and 1 are always taken together (co-occurrence cosine 1); item 2 by user 2 alone
+    users = np.array([0, 0, 1, 1, 2])
+    items = np.array([0, 1, 0, 1, 2])
+    labels = np.array([1, 0, 1, 1, 0])
+    s = item_neighbours(sp_seen(users, items, 3, 3).T, k=2)
+    assert s[1, 0] == pytest.approx(1.0) and s[0, 1] == pytest.approx(1.0) and s[2, 0] == 0 and s[0, 0] == 0
+    hist = LabelledHistory(users, items, labels, n_users=3, n_items=3)
+    f = dict(zip(FEATURES, hist.features(np.array([0]), np.array([0]), exclude_self=np.array([1]))[0]))
+    rate = 3 / 5
+    # leave-one-out: user 0 keeps only (0, 1, label 0); item 0 keeps only (1, 0, label 1)
+    assert f["user_rate"] == pytest.approx(math.log(((0 + PRIOR * rate) / (1 + PRIOR)) / (1 - (PRIOR * rate) / (1 + PRIOR))), rel=1e-5)
+    assert f["user_count"] == pytest.approx(math.log(2))
+    # cf: user 0's label on item 1 (the neighbour of 0), centred by user 0's rate 1/2: (0 - 0.5) * 1 / (1 + 1)
+    assert f["cf_label"] == pytest.approx(-0.25)
+    assert f["content_label"] == 0.0  # no vectors
+    # a pair never seen: full statistics, no exclusion
+    g = dict(zip(FEATURES, hist.features(np.array([2]), np.array([0]))[0]))
+    assert g["user_count"] == pytest.approx(math.log(2)) and g["item_count"] == pytest.approx(math.log(3))
+
+
+def sp_seen(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int):
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(n_users, n_items))
