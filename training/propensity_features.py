@@ -103,11 +103,14 @@ class LabelledHistory:
     def features(self, users: np.ndarray, items: np.ndarray, exclude_self: np.ndarray | None = None
                  ) -> np.ndarray:
         """float32 ``[n, len(FEATURES)]`` of pairs ``(users[r], items[r])``; ``exclude_self`` (0/1 labels
-        ``[n]``) marks training rows: their own label is removed from every statistic."""
+        ``[n]``) marks training rows: their own label is removed from every statistic. A user index
+        outside ``[0, n_users)`` is an unknown user: no examples (the overall rate, zero counts)."""
         users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+        known = (users >= 0) & (users < self.n_users)
+        users = np.where(known, users, 0)
         y = np.zeros(len(users)) if exclude_self is None else np.asarray(exclude_self, np.float64)
         one = 0.0 if exclude_self is None else 1.0
-        up, un = self.user_pos[users] - y, self.user_n[users] - one
+        up, un = (self.user_pos[users] - y) * known, (self.user_n[users] - one) * known
         ip, inn = self.item_pos[items] - y, self.item_n[items] - one
         out = [_logit((up + PRIOR * self.rate) / (un + PRIOR)), _logit((ip + PRIOR * self.rate) / (inn + PRIOR)),
                np.log1p(un), np.log1p(inn)]
@@ -116,8 +119,8 @@ class LabelledHistory:
                 out += [np.zeros(len(users)), np.zeros(len(users))]
                 continue
             # (R @ S)[u, i] without the full product: row u of R dotted with column i of S
-            num = _pair_products(self.centred, s, users, items)
-            den = _pair_products(self.seen, s, users, items)
+            num = _pair_products(self.centred, s, users, items) * known
+            den = _pair_products(self.seen, s, users, items) * known
             out += [num / (den + 1.0), np.log1p(den)]  # S has no diagonal: a row's own item never counts
         return np.stack(out, axis=1).astype(np.float32)
 

@@ -18,7 +18,7 @@ class EarlyStopping:
     """The epochs of one training run, with the best state on validation kept.
 
     Iterate over it for the epoch numbers ``1..epochs``; after an epoch, ``due(epoch)`` says
-    whether to validate and ``record(epoch, score)`` keeps ``module``'s state when the score is
+    whether to validate and ``record(epoch, score)`` (higher is better, named ``metric``) keeps ``module``'s state when the score is
     the best so far. Training stops after ``patience`` validations without a gain, or once
     ``hopeless(best)`` (from the third validation on; e.g. ``ValidationSplit.hopeless``: far
     below the best model already compared). ``restore()`` loads the best state back.
@@ -28,8 +28,9 @@ class EarlyStopping:
     """
 
     def __init__(self, module: nn.Module, epochs: int, every: int, patience: int, validate: bool,
-                 desc: str, progress: bool = True, hopeless: Any = None) -> None:
+                 desc: str, progress: bool = True, hopeless: Any = None, metric: str = "val_ndcg@10") -> None:
         self.module, self.epochs, self.every, self.patience = module, epochs, every, patience
+        self.metric = metric
         self.validate, self.desc, self.hopeless = validate, desc, hopeless
         self.best_score, self.best_epoch = -1.0, 0
         self.best_state: dict[str, Any] | None = None
@@ -61,13 +62,13 @@ class EarlyStopping:
             self.best_state = {k: v.clone() for k, v in self.module.state_dict().items()}
         else:
             self.bad += 1
-        self.postfix.update({"val_ndcg@10": f"{score:.4f}", "best": f"{self.best_score:.4f}@{self.best_epoch}",
+        self.postfix.update({self.metric: f"{score:.4f}", "best": f"{self.best_score:.4f}@{self.best_epoch}",
                              "patience": f"{self.patience - self.bad}"})
         if self.bad >= self.patience:
             self.stopped = True
         elif self.hopeless is not None and epoch >= 3 * self.every and self.hopeless(self.best_score):
-            logger.info("%s: stopped at epoch %d: validation NDCG@10 %.4f is far below the best model's",
-                        self.desc, epoch, self.best_score)
+            logger.info("%s: stopped at epoch %d: %s %.4f is far below the best model's",
+                        self.desc, epoch, self.metric, self.best_score)
             self.stopped = True
 
     def restore(self) -> int:
