@@ -178,8 +178,12 @@ def train(
         help="NCF: also train the top N layers of the text encoder (after the latter layers; kept only if "
              "validation improves).", min=0)] = None,
     task: Annotated[str, typer.Option(
-        help="recommend, or next-item: predict each user's next event (validation holds out each user's last "
-             "event; auto compares sasrec, ncf, ease and popularity).")] = "recommend",
+        help="recommend; next-item: predict each user's next event (validation holds out each user's last "
+             "event; auto compares sasrec, ncf, ease and popularity); propensity: calibrated P(--positive | "
+             "user, item), every interaction an example.")] = "recommend",
+    positive: Annotated[str | None, typer.Option(
+        help="--task propensity: what counts as positive, an event name (purchase) or a value condition "
+             "(rating>=4, value>0).")] = None,
 ) -> None:
     """Fit a model and publish it as a new artifact version."""
     from tlrec.services.jobs import train_job
@@ -187,6 +191,17 @@ def train(
     config = _parse_settings(set_ or [])
     config.update({k: v for k, v in {"epochs": epochs, "seed": seed, "finetune_layers": finetune_layers}.items()
                    if v is not None})
+    if (task == "propensity") != (positive is not None):
+        raise UsageError("--positive SPEC goes with --task propensity (and --task propensity needs it)")
+    if task == "propensity":
+        from tlrec.services.propensity_jobs import train_propensity_job
+
+        if model != "auto" or modalities != "all" or finetune_layers:
+            raise UsageError("--task propensity trains its own model: drop --model, --modalities and "
+                             "--finetune-layers")
+        typer.echo(str(train_propensity_job(catalog, interactions, out, positive, vectors_path=vectors,
+                                            strict=strict, config=config)))
+        return
     version = train_job(catalog, interactions, out, vectors_path=vectors, model=model, strict=strict, config=config,
                         modalities=modalities, task=task)
     typer.echo(str(version))
@@ -212,14 +227,16 @@ def evaluate(
                                                      "with --task next-item), repeatable.")
     ] = None,
     task: Annotated[str, typer.Option(
-        help="recommend, or next-item: HR@k, NDCG@k and MRR of each test user's earliest test event.")
+        help="recommend; next-item: HR@k, NDCG@k and MRR of each test user's earliest test event; propensity: "
+             "ROC-AUC, PR-AUC, log loss, Brier and calibration error of every test interaction (--report adds a "
+             "reliability diagram).")
     ] = "recommend",
 ) -> None:
     """Full-ranking evaluation (seen items excluded) on held-out interactions, overall and by user activity."""
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from tlrec.services.jobs import evaluate_job, metrics_table, transfer_job
+    from tlrec.services.jobs import evaluate_job, metrics_table, probability_table, transfer_job
 
     if transfer_report:
         if catalog is None or vectors is None:
@@ -231,6 +248,11 @@ def evaluate(
         return
     if artifacts is None:
         raise UsageError("evaluate needs --artifacts (or --transfer-report with --catalog and --vectors)")
+    if task == "propensity":
+        from tlrec.services.propensity_jobs import evaluate_propensity_job
+
+        Console().print(probability_table(evaluate_propensity_job(artifacts, interactions, report)))
+        return
     ks = _parse_ks(k)
     results = evaluate_job(artifacts, interactions, ks, report=report, task=task)
     Console().print(metrics_table(results, ks))
@@ -261,6 +283,21 @@ def score(
         typer.echo(f"error: {_one_line(exc)}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{out} ({result.rows} rows)")
+
+
+@app.command()
+@friendly_errors
+def predict(
+    artifacts: Annotated[Path, typer.Option(help="Artifacts root or version directory of a --task propensity model.")],
+    pairs: Annotated[Path, typer.Option(help="File of user_id, item_id pairs (CSV, Parquet or JSONL).")],
+    out: Annotated[Path, typer.Option(
+        help="Output Parquet: user_id, item_id, probability, known_user, known_item, model_version.")],
+) -> None:
+    """Calibrated probabilities of pairs; unknown users and new items are answered from content."""
+    from tlrec.services.propensity_jobs import predict_pairs_job
+
+    frame = predict_pairs_job(artifacts, pairs, out)
+    typer.echo(f"{out} ({frame.height} rows)")
 
 
 @app.command()

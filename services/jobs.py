@@ -67,7 +67,7 @@ def embed_job(
                              base_dir=Path(catalog_path).resolve().parent)
 
 
-def _input_record(path: Path) -> dict[str, str]:
+def input_record(path: Path) -> dict[str, str]:
     return {"path": str(Path(path).resolve()), "sha256": sha256_file(Path(path))}
 
 
@@ -100,10 +100,10 @@ def train_job(
     if wants_vectors and vectors_path is not None:
         vectors = load_item_vectors(vectors_path)
     manifest: dict[str, Any] = {
-        "inputs": {"catalog": _input_record(catalog_path), "interactions": _input_record(interactions_path)}
+        "inputs": {"catalog": input_record(catalog_path), "interactions": input_record(interactions_path)}
     }
     if vectors_path is not None:
-        manifest["inputs"]["vectors"] = _input_record(vectors_path)
+        manifest["inputs"]["vectors"] = input_record(vectors_path)
     version = new_version()
     artifacts_root.mkdir(parents=True, exist_ok=True)
     with staged_version(artifacts_root, version=version, manifest=manifest) as stage:
@@ -245,6 +245,19 @@ def metrics_table(rows: dict[str, dict[str, float]], ks: Sequence[int]) -> "rich
     if any("mrr" in m for m in rows.values()):
         table.add_row(f"mrr (top {MRR_DEPTH})", *(f"{m['mrr']:.4f}" if "mrr" in m else "" for m in rows.values()))
     table.add_row("users", *(str(int(m.get("users", 0))) for m in rows.values()))
+    return table
+
+
+def probability_table(rows: dict[str, dict[str, float]]) -> "rich.table.Table":  # noqa: F821
+    """A rich table of ``probability_metrics`` per segment (one row each)."""
+    from rich.table import Table
+
+    names = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "base_rate")
+    table = Table(title="probabilities (ECE: 15 bins)")
+    for name in ("segment", *names, "n"):
+        table.add_column(name, justify="left" if name == "segment" else "right")
+    for segment, m in rows.items():
+        table.add_row(segment, *(f"{m[n]:.4f}" for n in names), str(int(m["n"])))
     return table
 
 

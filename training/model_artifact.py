@@ -53,7 +53,7 @@ from tlrec.training.models.base import CONFIG_FILE
 logger = logging.getLogger(__name__)
 
 __all__ = ["FALLBACK_DIR", "INDEX_FILE", "ITEMS_FILE", "MODEL_DIR", "ModelArtifact", "SEEN_FILE", "TRAINING_FILE",
-           "USERS_FILE"]
+           "USERS_FILE", "read_id_map"]
 
 MODEL_DIR = "model"
 FALLBACK_DIR = "fallback"
@@ -130,6 +130,9 @@ class ModelArtifact:
         ``ArtifactError``: one line ``<file>: <what is wrong>``.
         """
         version_dir = version.path
+        if (task := version.manifest.get("task", "recommend")) not in ("recommend", "next-item"):
+            raise ArtifactError(f"{version_dir}: holds a {task!r} model, not a recommender (`tlrec predict` "
+                                "answers it)")
         config_path = version.file(MODEL_DIR, CONFIG_FILE)
         meta = read_json(config_path)
         name = meta.get("model") if isinstance(meta, dict) else None
@@ -139,8 +142,8 @@ class ModelArtifact:
             raise ArtifactError(f"{config_path}: {exc}") from None
         model = model_class.load(version_dir / MODEL_DIR, version)
         fallback = PopularityModel.load(version_dir / FALLBACK_DIR, version)
-        items = _id_map(version.file(ITEMS_FILE))
-        users = _id_map(version.file(USERS_FILE))
+        items = read_id_map(version.file(ITEMS_FILE))
+        users = read_id_map(version.file(USERS_FILE))
         seen = _load_seen(version.file(SEEN_FILE))
         if model.n_items != len(items):
             raise ArtifactError(f"{version_dir / ITEMS_FILE}: {len(items)} items, but {config_path} says "
@@ -164,7 +167,7 @@ class ModelArtifact:
         return cls(model, fallback, items, users, seen, index)
 
 
-def _id_map(path: Path) -> IdMap:
+def read_id_map(path: Path) -> IdMap:
     """An artifact's id map; ``ArtifactError`` naming the file if it is not a JSON list of unique strings."""
     try:
         return IdMap.load(path)

@@ -21,18 +21,22 @@ all the examples.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationError
+from safetensors.torch import save_file
 from torch import nn
 
 from tlrec.tables import Columns, DataError
+from tlrec.training.artifacts import ArtifactError, VerifiedVersion, load_tensors, read_json, tensor_array
 from tlrec.training.calibration import Calibrator
-from tlrec.training.models.base import ModelConfig
+from tlrec.training.models.base import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 from tlrec.training.models.early_stopping import EarlyStopping
 from tlrec.training.probability_metrics import probability_metrics
 from tlrec.training.propensity_features import FEATURES, LabelledHistory
@@ -187,6 +191,68 @@ class PropensityModel:
         users = np.where((users >= 0) & (users < n_users), users, n_users)
         logits = _logits(self.net, (users, items, self.history.features(users, items)))
         return self.calibrator(logits)
+
+    # ------------------------------------------------------------------ files
+    def save(self, directory: Path) -> None:
+        """Write ``config.json`` and ``weights.safetensors`` (the net, the calibrator, the labelled
+        examples its features are read from) into ``directory``."""
+        assert self.net is not None and self.history is not None and self.calibrator is not None, "not fitted"
+        directory.mkdir(parents=True, exist_ok=True)
+        h = self.history
+        meta = {"model": "propensity", "n_users": h.n_users, "n_items": h.n_items, "epochs": self.epochs_,
+                "config": self.config.model_dump(mode="json"), "validation": self.validation_}
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        state = {f"net.{k}": v.contiguous() for k, v in self.net.state_dict().items()}
+        state |= {f"calibrator.{k}": torch.from_numpy(np.ascontiguousarray(v, np.float64))
+                  for k, v in self.calibrator.state().items()}
+        state |= {"examples.users": torch.from_numpy(h.users.astype(np.int64)),
+                  "examples.items": torch.from_numpy(h.items.astype(np.int64)),
+                  "examples.labels": torch.from_numpy(h.labels.astype(np.float32))}
+        save_file(state, directory / WEIGHTS_FILE)
+
+    @classmethod
+    def load(cls, directory: Path, verified: VerifiedVersion | None = None) -> PropensityModel:
+        """Inverse of ``save``, every tensor checked (dtype, shape, finite, indices in range); the
+        features' statistics are rebuilt from the stored examples. ``ArtifactError``: one line
+        naming the file and what is wrong."""
+        config_path, weights_path = Path(directory) / CONFIG_FILE, Path(directory) / WEIGHTS_FILE
+        if verified is not None:
+            config_path, weights_path = verified.check(config_path), verified.check(weights_path)
+        meta = read_json(config_path)
+        if not isinstance(meta, dict) or meta.get("model") != "propensity":
+            raise ArtifactError(f"{config_path}: not a propensity model config")
+        try:
+            model = cls(PropensityConfig.model_validate(meta.get("config")))
+            n_users, n_items = int(meta["n_users"]), int(meta["n_items"])
+        except (ValidationError, KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{config_path}: not a valid propensity config ({str(exc).splitlines()[0]}); "
+                                "retrain the model") from None
+        state = load_tensors(weights_path)
+        try:
+            users = tensor_array(state, "examples.users", "int64", (None,))
+            items = tensor_array(state, "examples.items", "int64", (len(users),))
+            labels = tensor_array(state, "examples.labels", "float32", (len(users),), finite=True)
+            if len(users) and not (0 <= users.min() and users.max() < n_users and 0 <= items.min()
+                                   and items.max() < n_items):
+                raise ValueError(f"examples index users or items outside [0, {n_users}) x [0, {n_items})")
+            model.calibrator = Calibrator.from_state(
+                {k.removeprefix("calibrator."): tensor_array(state, k, "float64", finite=True).copy()
+                 for k in state if k.startswith("calibrator.")})
+            net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+            for k in net_state:
+                tensor_array(net_state, k, "float32", finite=True)
+            content = net_state["content"]
+            net = PropensityNet(n_users, n_items, content if content.shape[1] else None, model.config)
+            net.load_state_dict(net_state)  # strict: a missing, extra or misshapen tensor is a RuntimeError
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ArtifactError(f"{weights_path}: {str(exc).splitlines()[0]} (corrupt, or written by another "
+                                "tlrec version? retrain the model)") from None
+        model.net = net.eval()
+        vectors = content.numpy() if content.shape[1] else None
+        model.history = LabelledHistory(users.copy(), items.copy(), labels.copy(), n_users, n_items, vectors)
+        model.epochs_ = meta.get("epochs")
+        model.validation_ = dict(meta.get("validation") or {})
+        return model
 
 
 def _arrays(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

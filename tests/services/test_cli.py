@@ -484,3 +484,104 @@ def test_train_next_item_then_evaluate_next_item(tiny_world, tmp_path):
                      "--k", "10")
     assert result.exit_code == 0, result.stderr
     assert "hit_rate@10" in result.stdout and "mrr" in result.stdout
+
+
+# ------------------------------------------------------------------ `tlrec train --task propensity`, `tlrec predict`
+@pytest.fixture(scope="module")
+def planted_likes(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Ratings where P(rating >= 4) is known: 0.85 when the user's taste matches the item's genre,
+    0.15 otherwise; the item vectors know the genre; the last 20 items have no ratings (new items)."""
+    root = tmp_path_factory.mktemp("planted_likes")
+    rng = np.random.default_rng(0)
+    n_users, n_items, per_user, n_new = 300, 120, 40, 20
+    taste, genre = rng.integers(0, 2, n_users), rng.integers(0, 2, n_items)
+    items = [f"i{j}" for j in range(n_items)]
+    pl.DataFrame({"item_id": items, "title": [f"item {j}" for j in range(n_items)]}).write_parquet(root / "catalog.parquet")
+    content = rng.normal(0, 0.3, (n_items, 16))
+    content[:, 0] += np.where(genre == 1, 1.0, -1.0)
+    write_vectors(root / "vectors.parquet", items, content)
+    users = np.repeat(np.arange(n_users), per_user)
+    rated = rng.integers(0, n_items - n_new, len(users))
+    like = rng.random(len(users)) < np.where(taste[users] == genre[rated], 0.85, 0.15)
+    pl.DataFrame({"user_id": [f"u{u}" for u in users], "item_id": [items[j] for j in rated],
+                  "timestamp": np.tile(np.arange(per_user), n_users) + 1_700_000_000, "event": "rating",
+                  "value": np.where(like, rng.choice([4.0, 5.0], len(users)), rng.choice([1.0, 2.0, 3.0], len(users)))
+                  }).write_parquet(root / "ratings.parquet")
+    out = root / "artifacts"
+    result = _invoke("train", "--catalog", root / "catalog.parquet", "--interactions", root / "ratings.parquet",
+                     "--vectors", root / "vectors.parquet", "--out", out, "--task", "propensity",
+                     "--positive", "rating>=4", "--set", "progress=false")
+    assert result.exit_code == 0, result.stderr
+    return {"root": root, "artifacts": out, "taste": taste, "genre": genre, "n_new": n_new, "rng": rng,
+            "version": Path(result.stdout.strip().splitlines()[-1])}
+
+
+def test_propensity_predict_gives_the_planted_probabilities(planted_likes, tmp_path):
+    w, rng = planted_likes, planted_likes["rng"]
+    n_items = len(w["genre"])
+    users = rng.integers(0, len(w["taste"]), 3000)
+    items = np.where(np.arange(3000) < 2000, rng.integers(0, n_items - w["n_new"], 3000),
+                     rng.integers(n_items - w["n_new"], n_items, 3000))  # 2000 known items, 1000 new ones
+    pairs = pl.DataFrame({"user_id": [f"u{u}" for u in users], "item_id": [f"i{j}" for j in items]})
+    pairs = pl.concat([pairs, pl.DataFrame({"user_id": ["stranger"], "item_id": ["i0"]})])
+    pairs.write_csv(tmp_path / "pairs.csv")
+    result = _invoke("predict", "--artifacts", w["artifacts"], "--pairs", tmp_path / "pairs.csv",
+                     "--out", tmp_path / "p.parquet")
+    assert result.exit_code == 0, result.stderr
+    out = pl.read_parquet(tmp_path / "p.parquet")
+    assert out.columns == ["user_id", "item_id", "probability", "known_user", "known_item", "model_version"]
+    assert out["user_id"].to_list() == pairs["user_id"].to_list()  # input order
+    assert set(out["model_version"]) == {w["version"].name}
+    truth = np.where(w["taste"][users] == w["genre"][items], 0.85, 0.15)
+    p = out["probability"].to_numpy()[:3000]
+    known = out["known_item"].to_numpy()[:3000]
+    assert known.sum() == 2000
+    assert np.abs(p[known] - truth[known]).mean() < 0.07  # calibrated: within 0.07 of the truth on average
+    assert np.abs(p[~known] - truth[~known]).mean() < 0.15  # new items, from content alone (a constant: 0.35)
+    assert out.row(-1, named=True)["known_user"] is False and 0.2 < out["probability"][-1] < 0.8
+
+
+def test_propensity_evaluate_reports_calibration_with_a_reliability_diagram(planted_likes, tmp_path):
+    w = planted_likes
+    result = _invoke("evaluate", "--task", "propensity", "--artifacts", w["artifacts"],
+                     "--interactions", w["root"] / "ratings.parquet", "--report", tmp_path / "report")
+    assert result.exit_code == 0, result.stderr
+    assert "roc_auc" in result.stdout and "ece" in result.stdout
+    report = json.loads((tmp_path / "report" / "propensity.json").read_text())
+    assert report["all"]["roc_auc"] > 0.75 and report["all"]["ece"] < 0.05
+    assert (tmp_path / "report" / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_propensity_bad_input_is_one_line_and_writes_nothing(planted_likes, tmp_path):
+    w = planted_likes
+    pl.DataFrame({"user_id": ["u1"], "item_id": ["no-such-item"]}).write_csv(tmp_path / "pairs.csv")
+    result = _invoke("predict", "--artifacts", w["artifacts"], "--pairs", tmp_path / "pairs.csv",
+                     "--out", tmp_path / "p.parquet")
+    assert result.exit_code == 2 and not (tmp_path / "p.parquet").exists()
+    (line,) = error_lines(result.stderr)
+    assert "pairs.csv" in line and "no-such-item" in line
+    pl.DataFrame({"user": ["u1"], "item_id": ["i1"]}).write_csv(tmp_path / "pairs.csv")
+    result = _invoke("predict", "--artifacts", w["artifacts"], "--pairs", tmp_path / "pairs.csv",
+                     "--out", tmp_path / "p.parquet")
+    (line,) = error_lines(result.stderr)
+    assert "pairs.csv" in line and "user_id" in line
+    result = _invoke("train", "--catalog", w["root"] / "catalog.parquet", "--interactions",
+                     w["root"] / "ratings.parquet", "--out", tmp_path / "a", "--task", "propensity",
+                     "--positive", "purchase")  # no purchase events: nothing to learn
+    (line,) = error_lines(result.stderr)
+    assert "ratings.parquet" in line and "purchase" in line and not (tmp_path / "a" / "current").exists()
+
+
+def test_each_task_refuses_the_other_tasks_artifacts(planted_likes, tiny_world, tmp_path):
+    w = planted_likes
+    users = tmp_path / "users.txt"
+    users.write_text("u1\n")
+    result = _invoke("score", "--artifacts", w["artifacts"], "--users", users, "--k", "3",
+                     "--out", tmp_path / "r.parquet", "--no-ray")
+    (line,) = error_lines(result.stderr)
+    assert "propensity" in line and "tlrec predict" in line
+    pl.DataFrame({"user_id": ["u1"], "item_id": ["i1"]}).write_csv(tmp_path / "pairs.csv")
+    result = _invoke("predict", "--artifacts", tiny_world.artifacts, "--pairs", tmp_path / "pairs.csv",
+                     "--out", tmp_path / "p.parquet")
+    (line,) = error_lines(result.stderr)
+    assert "not a propensity model" in line and "--task propensity" in line

@@ -61,3 +61,30 @@ def test_unknown_users_get_the_item_level_probability(world: dict) -> None:
     items = np.arange(N_ITEMS - 20)
     p = world["model"].predict(np.full(len(items), -1), items)
     assert np.isfinite(p).all() and (np.abs(p - 0.5) < 0.2).all()  # no taste known: near the base rate
+
+
+def test_saved_model_loads_to_the_same_probabilities(world: dict, tmp_path) -> None:
+    model = world["model"]
+    model.save(tmp_path / "m")
+    loaded = PropensityModel.load(tmp_path / "m")
+    users, items = np.arange(N_USERS), np.arange(N_USERS) % N_ITEMS
+    np.testing.assert_allclose(loaded.predict(users, items), model.predict(users, items), rtol=1e-6)
+    assert loaded.calibrator.kind == model.calibrator.kind and loaded.epochs_ == model.epochs_
+
+
+def test_a_corrupt_or_inconsistent_saved_model_is_one_line_naming_the_file(world: dict, tmp_path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tlrec.training.artifacts import ArtifactError
+
+    world["model"].save(tmp_path / "m")
+    weights = tmp_path / "m" / "weights.safetensors"
+    state = load_file(weights)
+    state["examples.items"] = torch.full_like(state["examples.items"], N_ITEMS)  # past the catalog
+    save_file(state, weights)
+    with pytest.raises(ArtifactError, match=r"weights\.safetensors: examples index .* outside"):
+        PropensityModel.load(tmp_path / "m")
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ArtifactError, match=r"weights\.safetensors: not a readable safetensors file"):
+        PropensityModel.load(tmp_path / "m")
