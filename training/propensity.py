@@ -3,18 +3,21 @@
 Every interaction of a user with an item is an example, labelled by a ``PositiveSpec``. The
 model (``PropensityNet``) is a logistic model over three parts, summed into one logit:
 
-* **factors**: ``<p_u, q_i> + b_u + b_i``; ``q_i``/``b_i`` are the hybrid item vector (a learned
-  id part plus an MLP over the frozen pre-trained content vector, ids dropped at random while
-  training so content alone places a new item); an unknown user has ``p_u = 0, b_u = 0``, and
-  a share of training examples (``user_dropout``) is read as from an unknown user, so the
-  model learns that case too;
+* **factors**: ``(<p_u, q_i> + b_u) * n_u / (n_u + user_shrink) + b_i``; ``q_i``/``b_i`` are the
+  hybrid item vector (a learned id part plus an MLP over the frozen pre-trained content vector,
+  ids dropped at random while training so content alone places a new item). The user's
+  personal part counts by their ``n_u`` examples (shrinkage, as the rates below): a short
+  history leans on the item and the features; an unknown user has ``p_u = 0, b_u = 0``, and a
+  share of training examples (``user_dropout``) is read as from an unknown user, so the model
+  learns that case too;
 * **features** (``propensity_features``): smoothed user/item rates, counts and label
   collaborative filtering over co-occurrence and content neighbours, through a small MLP.
 
 Fitting (``PropensityModel.fit``): a time-based split holds out each user's newest
 ``validation_fraction`` of examples; the net trains on the rest with log loss (L2 on the
 factors) and stops early on the held-out log loss; a ``Calibrator`` (temperature or isotonic,
-by cross-validated log loss) is fitted on the held-out logits; then the net is trained again
+by cross-validated log loss) is fitted on the held-out logits, and another on the same examples
+asked as by a stranger (the unknown users' answers); then the net is trained again
 on every example for the epochs kept, with the calibration kept, and serves features from
 all the examples.
 """
@@ -60,17 +63,23 @@ class PropensityConfig(ModelConfig):
     item_id_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     #: Share of training examples read as from an unknown user (no id, no history), so the model
     #: learns what it can say about a user it has never seen.
-    user_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    user_dropout: float = Field(0.15, ge=0.0, lt=1.0)
     patience: int = Field(3, ge=1)
     validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     seed: int = 0
     progress: bool = True
+    #: Pseudo-examples the user's personal part (factors and bias) is shrunk with: it counts
+    #: ``n / (n + shrink)`` for a user with ``n`` examples, so a short history leans on the
+    #: item and the features. None: the median examples per user of the data it is fitted on
+    #: (a median user counts half), a scale that travels across datasets.
+    user_shrink: float | None = Field(None, ge=0)
 
 
 class PropensityNet(nn.Module):
     """Logits of (user, item, features) triples; user index ``n_users`` is the unknown user."""
 
-    def __init__(self, n_users: int, n_items: int, content: torch.Tensor | None, cfg: PropensityConfig) -> None:
+    def __init__(self, n_users: int, n_items: int, content: torch.Tensor | None, cfg: PropensityConfig,
+                 user_shrink: float = 0.0) -> None:
         super().__init__()
         d = cfg.dim
         self.user = nn.Embedding(n_users + 1, d + 1)  # last unit: the user's bias
@@ -83,6 +92,7 @@ class PropensityNet(nn.Module):
         c = self.content.shape[1]
         self.content_mlp = (nn.Sequential(nn.Linear(c, cfg.content_hidden), nn.GELU(),
                                           nn.Linear(cfg.content_hidden, d + 1)) if c > 0 else None)
+        self.register_buffer("user_shrink", torch.tensor(float(user_shrink)))
         self.features = nn.Sequential(nn.Linear(len(FEATURES), cfg.feature_hidden), nn.GELU(),
                                       nn.Linear(cfg.feature_hidden, 1))
 
@@ -95,7 +105,9 @@ class PropensityNet(nn.Module):
                 id_keep: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[n]`` of int64 ``users``/``items`` ``[n]`` and float32 ``features`` ``[n, F]``."""
         p, q = self.user(users), self.item_vectors(items, id_keep)
-        return (p[:, :-1] * q[:, :-1]).sum(1) + p[:, -1] + q[:, -1] + self.features(features)[:, 0]
+        n = torch.expm1(features[:, FEATURES.index("user_count")])  # the user's examples
+        personal = ((p[:, :-1] * q[:, :-1]).sum(1) + p[:, -1]) * n / (n + self.user_shrink).clamp_min(1e-6)
+        return personal + q[:, -1] + self.features(features)[:, 0]
 
 
 class PropensityModel:
@@ -105,8 +117,10 @@ class PropensityModel:
         self.config = config or PropensityConfig()
         self.net: PropensityNet | None = None
         self.history: LabelledHistory | None = None
-        self.calibrator: Calibrator | None = None
+        self.calibrator: Calibrator | None = None  # for known users
+        self.stranger_calibrator: Calibrator | None = None  # for users the model has never seen
         self.epochs_: int | None = None
+        self.user_shrink_: float = 0.0
         self.validation_: dict[str, float] = {}
 
     # ------------------------------------------------------------------ fit
@@ -128,32 +142,38 @@ class PropensityModel:
         content_t = torch.from_numpy(np.ascontiguousarray(content, np.float32)) if content is not None else None
         fu, fi, fy = _arrays(fit_part)
         vu, vi, vy = _arrays(held)
-        hist = LabelledHistory(fu, fi, fy, n_users, n_items, content)
+        hist = LabelledHistory(fu, fi, fy, n_users, n_items, content, fit_part[Columns.TIMESTAMP].to_numpy())
         val = (vu, vi, hist.features(vu, vi), vy)
-        net, kept, val_logits = self._train(hist, (fu, fi, fy), content_t, n_users, n_items, cfg.epochs, val)
+        per_user = np.bincount(fu, minlength=n_users)
+        self.user_shrink_ = cfg.user_shrink if cfg.user_shrink is not None else float(np.median(per_user[per_user > 0]))
+        net, kept, val_logits = self._train(hist, content_t, cfg.epochs, val)
         self.calibrator = Calibrator.choose(val_logits, vy, seed=cfg.seed)
+        # an unknown user's logits live in another range: their own map, fitted on the held-out
+        # examples as a stranger would ask them
+        stranger = np.full(len(vu), n_users)
+        self.stranger_calibrator = Calibrator.choose(_logits(net, (stranger, vi, hist.features(stranger, vi))), vy,
+                                                     seed=cfg.seed)
         self.validation_ = probability_metrics(vy, self.calibrator(val_logits))
-        logger.info("propensity: kept epoch %d; validation %s", kept,
+        logger.info("propensity: kept epoch %d (user shrink %.0f examples); validation %s", kept, self.user_shrink_,
                     {k: round(v, 4) for k, v in self.validation_.items() if k != "n"})
         u, i = frame[Columns.USER].to_numpy(), frame[Columns.ITEM_IDX].to_numpy()
-        self.history = LabelledHistory(u, i, y, n_users, n_items, content)
-        self.net, _, _ = self._train(self.history, (u, i, y), content_t, n_users, n_items, kept, None)
+        self.history = LabelledHistory(u, i, y, n_users, n_items, content, frame[Columns.TIMESTAMP].to_numpy())
+        self.net, _, _ = self._train(self.history, content_t, kept, None)
         self.epochs_ = kept
         return self
 
-    def _train(self, hist: LabelledHistory, rows: tuple[np.ndarray, np.ndarray, np.ndarray],
-               content: torch.Tensor | None, n_users: int, n_items: int, epochs: int,
+    def _train(self, hist: LabelledHistory, content: torch.Tensor | None, epochs: int,
                val: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
                ) -> tuple[PropensityNet, int, np.ndarray]:
-        """A fresh net trained on ``rows`` for up to ``epochs`` (early-stopped on ``val``'s log loss)."""
+        """A fresh net trained on ``hist``'s examples for up to ``epochs`` (early-stopped on ``val``'s log loss)."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
-        net = PropensityNet(n_users, n_items, content, cfg)
-        u, i, y = (torch.from_numpy(np.array(a)) for a in rows)
-        x = torch.from_numpy(hist.features(rows[0], rows[1], exclude_self=rows[2]))
+        n_users = hist.n_users
+        net = PropensityNet(n_users, hist.n_items, content, cfg, self.user_shrink_)
+        u, i, y = (torch.from_numpy(np.array(a)) for a in (hist.users, hist.items, hist.labels))
+        x, x_unknown = torch.from_numpy(hist.own_features()), torch.from_numpy(hist.own_features(unknown_users=True))
         unknown = torch.full_like(u, n_users)
-        x_unknown = torch.from_numpy(hist.features(unknown.numpy(), rows[1], exclude_self=rows[2]))
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         run = EarlyStopping(net, epochs, 1, cfg.patience, val is not None, "propensity", cfg.progress,
                             metric="-val_log_loss")
@@ -190,7 +210,8 @@ class PropensityModel:
         n_users = self.history.n_users
         users = np.where((users >= 0) & (users < n_users), users, n_users)
         logits = _logits(self.net, (users, items, self.history.features(users, items)))
-        return self.calibrator(logits)
+        assert self.stranger_calibrator is not None
+        return np.where(users < n_users, self.calibrator(logits), self.stranger_calibrator(logits))
 
     # ------------------------------------------------------------------ files
     def save(self, directory: Path) -> None:
@@ -203,11 +224,14 @@ class PropensityModel:
                 "config": self.config.model_dump(mode="json"), "validation": self.validation_}
         (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         state = {f"net.{k}": v.contiguous() for k, v in self.net.state_dict().items()}
-        state |= {f"calibrator.{k}": torch.from_numpy(np.ascontiguousarray(v, np.float64))
-                  for k, v in self.calibrator.state().items()}
+        assert self.stranger_calibrator is not None
+        for name, calibrator in (("calibrator", self.calibrator), ("stranger_calibrator", self.stranger_calibrator)):
+            state |= {f"{name}.{k}": torch.from_numpy(np.ascontiguousarray(v, np.float64))
+                      for k, v in calibrator.state().items()}
         state |= {"examples.users": torch.from_numpy(h.users.astype(np.int64)),
                   "examples.items": torch.from_numpy(h.items.astype(np.int64)),
-                  "examples.labels": torch.from_numpy(h.labels.astype(np.float32))}
+                  "examples.labels": torch.from_numpy(h.labels.astype(np.float32)),
+                  "examples.timestamps": torch.from_numpy(np.asarray(h.timestamps, np.int64))}
         save_file(state, directory / WEIGHTS_FILE)
 
     @classmethod
@@ -232,12 +256,14 @@ class PropensityModel:
             users = tensor_array(state, "examples.users", "int64", (None,))
             items = tensor_array(state, "examples.items", "int64", (len(users),))
             labels = tensor_array(state, "examples.labels", "float32", (len(users),), finite=True)
+            timestamps = tensor_array(state, "examples.timestamps", "int64", (len(users),))
             if len(users) and not (0 <= users.min() and users.max() < n_users and 0 <= items.min()
                                    and items.max() < n_items):
                 raise ValueError(f"examples index users or items outside [0, {n_users}) x [0, {n_items})")
-            model.calibrator = Calibrator.from_state(
-                {k.removeprefix("calibrator."): tensor_array(state, k, "float64", finite=True).copy()
-                 for k in state if k.startswith("calibrator.")})
+            model.calibrator, model.stranger_calibrator = (
+                Calibrator.from_state({k.removeprefix(f"{name}."): tensor_array(state, k, "float64", finite=True).copy()
+                                       for k in state if k.startswith(f"{name}.")})
+                for name in ("calibrator", "stranger_calibrator"))
             net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
             for k in net_state:
                 tensor_array(net_state, k, "float32", finite=True)
@@ -248,8 +274,10 @@ class PropensityModel:
             raise ArtifactError(f"{weights_path}: {str(exc).splitlines()[0]} (corrupt, or written by another "
                                 "tlrec version? retrain the model)") from None
         model.net = net.eval()
+        model.user_shrink_ = float(net.user_shrink)
         vectors = content.numpy() if content.shape[1] else None
-        model.history = LabelledHistory(users.copy(), items.copy(), labels.copy(), n_users, n_items, vectors)
+        model.history = LabelledHistory(users.copy(), items.copy(), labels.copy(), n_users, n_items, vectors,
+                                        timestamps.copy())
         model.epochs_ = meta.get("epochs")
         model.validation_ = dict(meta.get("validation") or {})
         return model

@@ -86,7 +86,7 @@ class PropensityArtifact:
         training = {"task": "propensity", "positive": positive.text, "model": "propensity",
                     "config": cfg.model_dump(mode="json"), "n_users": data.n_users, "n_items": data.n_items,
                     "n_interactions": data.interactions.height, "n_pairs": pairs.height, "base_rate": round(float(labels.mean()), 5),
-                    "epochs": model.epochs_, "validation": {k: round(v, 5) for k, v in model.validation_.items()},
+                    "epochs": model.epochs_, "user_shrink": model.user_shrink_, "validation": {k: round(v, 5) for k, v in model.validation_.items()},
                     "calibration": model.calibrator.kind if model.calibrator else None,
                     "content": content is not None, "fit_seconds": round(time.perf_counter() - start, 3)}
         return cls(model, positive, data.items, data.users, training)

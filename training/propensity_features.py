@@ -11,7 +11,10 @@ label), each pair ``(u, i)`` gets, float32 ``[n, FEATURES]``:
   ``log1p`` of the similarity mass behind it (item-based collaborative filtering of labels);
 * ``content_label``, ``content_support``: the same over ``i``'s nearest items by pre-trained
   content (cosine of the vectors): the transferred knowledge, which needs no interactions, so
-  a new item gets a signal from the user's labels on items like it (zeros without vectors).
+  a new item gets a signal from the user's labels on items like it (zeros without vectors);
+* ``user_recent_rate``: the user's rate over their ``RECENT`` newest examples (shrunk to their
+  own rate), for tastes that drift: for a training example, the ``RECENT`` before it in time
+  (``own_features``); for a pair asked later, the last ``RECENT`` of the history.
 
 ``exclude_self=True`` (training rows): each row's own label is left out of every statistic
 (leave-one-out), so the features of a training example never contain its answer.
@@ -29,7 +32,9 @@ import scipy.sparse as sp
 __all__ = ["FEATURES", "LabelledHistory", "PRIOR", "item_neighbours"]
 
 FEATURES = ("user_rate", "item_rate", "user_count", "item_count", "cf_label", "cf_support",
-            "content_label", "content_support")
+            "content_label", "content_support", "user_recent_rate")
+#: Examples in the user's recent rate (``user_recent_rate``).
+RECENT = 10
 #: Pseudo-examples at the overall rate that every user's and item's rate is shrunk with.
 PRIOR = 5.0
 #: Neighbours per item in the label-CF features.
@@ -86,6 +91,7 @@ class LabelledHistory:
     n_users: int
     n_items: int
     content: np.ndarray | None = None  # float32 [n_items, c] pre-trained vectors
+    timestamps: np.ndarray | None = None  # int64 [n]; None: the examples are in time order
     _stats: dict[str, object] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -99,6 +105,17 @@ class LabelledHistory:
         self.seen.data[:] = 1.0  # repeated pairs count once in the support
         self.cf = item_neighbours(self.seen.T)
         self.by_content = item_neighbours(self.content) if self.content is not None else None
+        # recent rates: per example, the sum and count of the user's RECENT examples before it in time
+        order = np.lexsort((np.arange(len(u)) if self.timestamps is None else self.timestamps, u))
+        csum = np.concatenate([[0.0], np.cumsum(y[order])])
+        first = np.searchsorted(u[order], u[order], side="left")  # where each user's run starts
+        pos = np.arange(len(u))
+        lo = np.maximum(first, pos - RECENT)
+        self.before_pos, self.before_n = np.zeros(len(u)), np.zeros(len(u))
+        self.before_pos[order], self.before_n[order] = csum[pos] - csum[lo], pos - lo
+        end = np.searchsorted(u[order], np.arange(self.n_users), side="right")
+        start = np.maximum(np.searchsorted(u[order], np.arange(self.n_users), side="left"), end - RECENT)
+        self.last_pos, self.last_n = csum[end] - csum[start], (end - start).astype(np.float64)
 
     def features(self, users: np.ndarray, items: np.ndarray, exclude_self: np.ndarray | None = None
                  ) -> np.ndarray:
@@ -122,7 +139,22 @@ class LabelledHistory:
             num = _pair_products(self.centred, s, users, items) * known
             den = _pair_products(self.seen, s, users, items) * known
             out += [num / (den + 1.0), np.log1p(den)]  # S has no diagonal: a row's own item never counts
+        user_rate = (up + PRIOR * self.rate) / (un + PRIOR)
+        recent_pos, recent_n = self.last_pos[users] * known, self.last_n[users] * known
+        out.append(_logit((recent_pos + PRIOR * user_rate) / (recent_n + PRIOR)))
         return np.stack(out, axis=1).astype(np.float32)
+
+    def own_features(self, unknown_users: bool = False) -> np.ndarray:
+        """``features`` of the history's own examples (in their order), each example's label left out,
+        the recent rate over the examples before it in time. ``unknown_users``: as if from a user
+        never seen (the user-dropout rows of training)."""
+        users = np.full(len(self.users), self.n_users) if unknown_users else self.users
+        x = self.features(users, self.items, exclude_self=self.labels)
+        if not unknown_users:
+            user_rate = (self.user_pos[self.users] - self.labels + PRIOR * self.rate) / (self.user_n[self.users] - 1
+                                                                                            + PRIOR)
+            x[:, -1] = _logit((self.before_pos + PRIOR * user_rate) / (self.before_n + PRIOR))
+        return x
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

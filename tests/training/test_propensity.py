@@ -88,3 +88,21 @@ def test_a_corrupt_or_inconsistent_saved_model_is_one_line_naming_the_file(world
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ArtifactError, match=r"weights\.safetensors: not a readable safetensors file"):
         PropensityModel.load(tmp_path / "m")
+
+
+def test_recent_rate_reads_only_the_examples_before_in_time() -> None:
+    from tlrec.training.propensity_features import FEATURES, RECENT, LabelledHistory
+
+    # one user: RECENT likes, then RECENT dislikes (given out of time order); a second user for the overall rate
+    n = 2 * RECENT
+    labels = np.r_[np.ones(RECENT), np.zeros(RECENT), [1.0, 0.0]].astype(np.float32)
+    times = np.r_[np.arange(n), [0, 1]]
+    order = np.r_[np.random.default_rng(0).permutation(n), [n, n + 1]]
+    users = np.r_[np.zeros(n, np.int64), [1, 1]]
+    hist = LabelledHistory(users[order], np.arange(n + 2)[order] % 5, labels[order], 2, 5, None, times[order])
+    recent = hist.own_features()[:, FEATURES.index("user_recent_rate")]
+    at = {int(t): r for t, r, u in zip(times[order], recent, users[order]) if u == 0}
+    assert at[RECENT] > 1.0  # right after the likes: the recent rate is high
+    assert at[n - 1] < at[RECENT] and at[n - 1] < 0  # the dislikes before it pull it down; never its own label
+    asked_later = hist.features(np.array([0]), np.array([0]))[0, FEATURES.index("user_recent_rate")]
+    assert asked_later < at[n - 1]  # after the history: the last RECENT examples, all dislikes
