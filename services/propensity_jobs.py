@@ -17,6 +17,7 @@ import polars as pl
 from tlrec.embeddings.embed_catalog import embed_catalog
 from tlrec.embeddings.vectors import load_item_vectors
 from tlrec.files import write_json_atomic, write_parquet_atomic
+from tlrec.services.batch_scoring import MODEL_VERSION
 from tlrec.services.jobs import VECTORS_IN_ARTIFACT, input_record
 from tlrec.tables import Columns, DataError, read_table
 from tlrec.training.artifacts import ArtifactError, new_version, open_version, staged_version
@@ -30,8 +31,6 @@ from tlrec.training.train import align_vectors
 logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate_propensity_job", "load_propensity", "predict_pairs_job", "train_propensity_job"]
-
-MODEL_VERSION = "model_version"
 
 
 def train_propensity_job(catalog_path: Path, interactions_path: Path, artifacts_root: Path, positive: str,
