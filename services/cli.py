@@ -180,10 +180,16 @@ def train(
     task: Annotated[str, typer.Option(
         help="recommend; next-item: predict each user's next event (validation holds out each user's last "
              "event; auto compares sasrec, ncf, ease and popularity); propensity: calibrated P(--positive | "
-             "user, item), every interaction an example.")] = "recommend",
+             "user, item), every interaction an example; return: calibrated P(a user has an event within "
+             "--horizon after the as-of time).")] = "recommend",
     positive: Annotated[str | None, typer.Option(
         help="--task propensity: what counts as positive, an event name (purchase) or a value condition "
              "(rating>=4, value>0).")] = None,
+    horizon: Annotated[str | None, typer.Option(
+        help="--task return: the window after the as-of time, a number and a unit s, m, h, d or w (30d).")] = None,
+    as_of: Annotated[str | None, typer.Option(
+        help="--task return: learn from events up to this time (epoch seconds or ISO-8601; default the newest "
+             "event); later events are ignored.")] = None,
 ) -> None:
     """Fit a model and publish it as a new artifact version."""
     from tlrec.services.jobs import train_job
@@ -193,14 +199,27 @@ def train(
                    if v is not None})
     if (task == "propensity") != (positive is not None):
         raise UsageError("--positive SPEC goes with --task propensity (and --task propensity needs it)")
+    if (task == "return") != (horizon is not None) or (as_of is not None and task != "return"):
+        raise UsageError("--horizon (and --as-of) go with --task return (and --task return needs --horizon)")
+    if task in ("propensity", "return") and (model != "auto" or modalities != "all" or finetune_layers):
+        raise UsageError(f"--task {task} trains its own model: drop --model, --modalities and --finetune-layers")
     if task == "propensity":
         from tlrec.services.propensity_jobs import train_propensity_job
 
-        if model != "auto" or modalities != "all" or finetune_layers:
-            raise UsageError("--task propensity trains its own model: drop --model, --modalities and "
-                             "--finetune-layers")
         typer.echo(str(train_propensity_job(catalog, interactions, out, positive, vectors_path=vectors,
                                             strict=strict, config=config)))
+        return
+    if task == "return":
+        from tlrec.services.propensity_jobs import train_return_job
+        from tlrec.training.data import parse_time
+        from tlrec.training.return_model import parse_horizon
+
+        try:
+            seconds, cutoff = parse_horizon(horizon), (parse_time(as_of) if as_of is not None else None)
+        except ValueError as exc:
+            raise UsageError(f"--horizon/--as-of: {exc}") from None
+        typer.echo(str(train_return_job(catalog, interactions, out, seconds, cutoff, vectors_path=vectors,
+                                        strict=strict, config=config)))
         return
     version = train_job(catalog, interactions, out, vectors_path=vectors, model=model, strict=strict, config=config,
                         modalities=modalities, task=task)
@@ -229,7 +248,8 @@ def evaluate(
     task: Annotated[str, typer.Option(
         help="recommend; next-item: HR@k, NDCG@k and MRR of each test user's earliest test event; propensity: "
              "ROC-AUC, PR-AUC, log loss, Brier and calibration error of every test interaction (--report adds a "
-             "reliability diagram).")
+             "reliability diagram); return: the same for every known user, label = a test event within the "
+             "horizon after the model's as-of time.")
     ] = "recommend",
 ) -> None:
     """Full-ranking evaluation (seen items excluded) on held-out interactions, overall and by user activity."""
@@ -252,6 +272,11 @@ def evaluate(
         from tlrec.services.propensity_jobs import evaluate_propensity_job
 
         Console().print(probability_table(evaluate_propensity_job(artifacts, interactions, report)))
+        return
+    if task == "return":
+        from tlrec.services.propensity_jobs import evaluate_return_job
+
+        Console().print(probability_table(evaluate_return_job(artifacts, interactions, report)))
         return
     ks = _parse_ks(k)
     results = evaluate_job(artifacts, interactions, ks, report=report, task=task)
@@ -288,15 +313,22 @@ def score(
 @app.command()
 @friendly_errors
 def predict(
-    artifacts: Annotated[Path, typer.Option(help="Artifacts root or version directory of a --task propensity model.")],
-    pairs: Annotated[Path, typer.Option(help="File of user_id, item_id pairs (CSV, Parquet or JSONL).")],
+    artifacts: Annotated[Path, typer.Option(help="Artifacts root or version directory of a --task propensity or "
+                                                 "--task return model.")],
     out: Annotated[Path, typer.Option(
-        help="Output Parquet: user_id, item_id, probability, known_user, known_item, model_version.")],
+        help="Output Parquet: user_id, item_id, probability, known_user, known_item, model_version (--pairs); "
+             "user_id, probability, known_user, horizon_days, as_of, model_version (--users).")],
+    pairs: Annotated[Path | None, typer.Option(
+        help="Propensity: file of user_id, item_id pairs (CSV, Parquet or JSONL).")] = None,
+    users: Annotated[Path | None, typer.Option(help="Return: file with one user id a line.")] = None,
 ) -> None:
-    """Calibrated probabilities of pairs; unknown users and new items are answered from content."""
-    from tlrec.services.propensity_jobs import predict_pairs_job
+    """Calibrated probabilities: of pairs (propensity; unknown users and new items are answered from content)
+    or of users coming back within the horizon (return)."""
+    from tlrec.services.propensity_jobs import predict_pairs_job, predict_users_job
 
-    frame = predict_pairs_job(artifacts, pairs, out)
+    if (pairs is None) == (users is None):
+        raise UsageError("predict needs exactly one of --pairs (a propensity model) and --users (a return model)")
+    frame = predict_pairs_job(artifacts, pairs, out) if pairs is not None else predict_users_job(artifacts, users, out)
     typer.echo(f"{out} ({frame.height} rows)")
 
 

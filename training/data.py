@@ -40,7 +40,7 @@ from tlrec.tables import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_catalog", "load_events", "load_interactions"]
+__all__ = ["load_catalog", "load_events", "load_interactions", "parse_time"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -171,6 +171,18 @@ def load_catalog(path: str | Path) -> pl.DataFrame:
 # --------------------------------------------------------------------------- interactions
 
 _TS_HELP = "expected epoch seconds, a datetime or an ISO-8601 string"
+
+
+def parse_time(text: str) -> int:
+    """Epoch seconds of ``text``: an integer (epoch seconds) or an ISO-8601 date/time (naive = UTC).
+    ``ValueError`` (one line) otherwise."""
+    value = str(text).strip()
+    if value.lstrip("-").isdigit():
+        return int(value)
+    parsed = _parse_iso(value)
+    if parsed is None:
+        raise ValueError(f"{text!r} is not a time ({_TS_HELP})")
+    return parsed
 
 
 def _parse_iso(value: str) -> int | None:

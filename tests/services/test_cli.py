@@ -591,3 +591,79 @@ def test_each_task_refuses_the_other_tasks_artifacts(planted_likes, tiny_world, 
                      "--out", tmp_path / "p.parquet")
     (line,) = error_lines(result.stderr)
     assert "not a propensity model" in line and "--task propensity" in line
+
+
+# ------------------------------------------------------------------ `tlrec train --task return`, `tlrec predict --users`
+@pytest.fixture(scope="module")
+def planted_returns(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Customers who buy at a constant rate of 0.01, 0.04 or 0.2 a day for 400 days (so the chance of
+    coming back within 30 days is known), then 60 more days of events as the test period."""
+    root = tmp_path_factory.mktemp("planted_returns")
+    rng = np.random.default_rng(3)
+    n_users, n_items, days, start, day = 300, 30, 460, 1_600_000_000, 86_400
+    rates = rng.choice([0.01, 0.04, 0.2], n_users)
+    counts = rng.poisson(rates * days)
+    users = np.repeat(np.arange(n_users), counts)
+    when = start + rng.integers(0, days * day, len(users))
+    items = [f"i{j}" for j in range(n_items)]
+    pl.DataFrame({"item_id": items, "title": [f"item {j}" for j in range(n_items)]}).write_parquet(root / "catalog.parquet")
+    write_vectors(root / "vectors.parquet", items, rng.normal(size=(n_items, 8)))
+    events = pl.DataFrame({"user_id": [f"u{u}" for u in users], "item_id": [items[j] for j in rng.integers(0, n_items, len(users))],
+                           "timestamp": when, "event": "purchase"})
+    as_of = start + 400 * day
+    events.filter(pl.col("timestamp") <= as_of).write_parquet(root / "train.parquet")
+    events.filter(pl.col("timestamp") > as_of).write_parquet(root / "test.parquet")
+    out = root / "artifacts"  # the data ends at the as-of time (the newest event is a little before)
+    result = _invoke("train", "--catalog", root / "catalog.parquet", "--interactions", root / "train.parquet",
+                     "--vectors", root / "vectors.parquet", "--out", out, "--task", "return", "--horizon", "30d",
+                     "--as-of", "2021-10-18T12:26:40Z", "--set", "progress=false")
+    assert result.exit_code == 0, result.stderr
+    k = np.bincount(users[when <= as_of], minlength=n_users)
+    return {"root": root, "artifacts": out, "rates": rates, "k": k, "as_of": as_of,
+            "version": Path(result.stdout.strip().splitlines()[-1])}
+
+
+def test_return_predict_gives_the_planted_probabilities(planted_returns, tmp_path):
+    w = planted_returns
+    (tmp_path / "users.txt").write_text("\n".join([f"u{u}" for u in range(len(w["rates"]))] + ["newcomer"]) + "\n")
+    result = _invoke("predict", "--artifacts", w["artifacts"], "--users", tmp_path / "users.txt",
+                     "--out", tmp_path / "r.parquet")
+    assert result.exit_code == 0, result.stderr
+    out = pl.read_parquet(tmp_path / "r.parquet")
+    assert out.columns == ["user_id", "probability", "known_user", "horizon_days", "as_of", "model_version"]
+    assert set(out["as_of"]) == {w["as_of"]} and set(out["horizon_days"]) == {30.0}
+    assert out.row(-1, named=True)["known_user"] is False  # no events: the base rate, marked unknown
+    rates = np.array([0.01, 0.04, 0.2])  # the best answer given k events in 400 days (memoryless customers)
+    loglik = w["k"][:, None] * np.log(rates)[None] - 400 * rates[None]
+    posterior = np.exp(loglik - loglik.max(1, keepdims=True))
+    best = (posterior / posterior.sum(1, keepdims=True)) @ (1 - np.exp(-30 * rates))
+    known = out["known_user"].to_numpy()[:-1]
+    assert np.abs(out["probability"].to_numpy()[:-1] - best)[known].mean() < 0.08
+
+
+def test_return_evaluate_reports_calibration_and_bad_input_is_one_line(planted_returns, tmp_path):
+    w = planted_returns
+    result = _invoke("evaluate", "--task", "return", "--artifacts", w["artifacts"],
+                     "--interactions", w["root"] / "test.parquet", "--report", tmp_path / "report")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "report" / "return.json").read_text())
+    assert report["all"]["roc_auc"] > 0.75 and report["all"]["ece"] < 0.1
+    assert (tmp_path / "report" / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    common = ("train", "--catalog", w["root"] / "catalog.parquet", "--interactions", w["root"] / "train.parquet",
+              "--out", tmp_path / "a", "--task", "return")
+    for extra, words in ((("--horizon", "30 days"), ("--horizon", "30 days")),
+                         (("--horizon", "300d"), ("horizons", "--horizon")),
+                         (("--horizon", "30d", "--as-of", "yesterday"), ("--as-of", "yesterday"))):
+        result = _invoke(*common, *extra)
+        (line,) = error_lines(result.stderr)
+        assert all(word in line for word in words), line
+        assert not (tmp_path / "a" / "current").exists()
+    result = _invoke("predict", "--artifacts", w["artifacts"], "--pairs", tmp_path / "pairs.csv", "--users",
+                     tmp_path / "users.txt", "--out", tmp_path / "p.parquet")
+    (line,) = error_lines(result.stderr)
+    assert "exactly one of --pairs" in line
+    (tmp_path / "users.txt").write_text("u1\n")
+    result = _invoke("predict", "--artifacts", w["artifacts"], "--pairs", tmp_path / "users.txt",
+                     "--out", tmp_path / "p.parquet")
+    (line,) = error_lines(result.stderr)
+    assert "not a propensity model" in line and "--task propensity" in line
