@@ -352,12 +352,18 @@ def serve(
         typer.Option("--experiment", help="A/B experiment YAML file, repeatable (else TLREC_EXPERIMENTS): each "
                                           "user in one is answered by their variant's model; exposures logged."),
     ] = None,
+    propensity: Annotated[Path | None, typer.Option(
+        help="A --task propensity artifacts root: serves POST /v1/users/{id}/propensity (else "
+             "TLREC_PROPENSITY_ARTIFACTS).")] = None,
+    return_: Annotated[Path | None, typer.Option(
+        "--return", help="A --task return artifacts root: serves GET /v1/users/{id}/return (else "
+                         "TLREC_RETURN_ARTIFACTS).")] = None,
 ) -> None:
     """Serve the recommendation API (FastAPI + uvicorn); settings from TLREC_* variables (see README)."""
     from tlrec.serving.settings import Settings
 
     overrides = {"artifacts": artifacts, "insecure": insecure or None, "threads": threads,
-                 "experiments": experiment or None}
+                 "experiments": experiment or None, "propensity_artifacts": propensity, "return_artifacts": return_}
     settings = _settings(Settings, {k: v for k, v in overrides.items() if v is not None})
     settings.check_secure()  # before any heavy import: refuse fast, and say why
     if settings.artifacts is None:
@@ -373,9 +379,12 @@ def serve(
 
     # the default model and every experiment variant's: fail fast, with a one-line error, before binding the port
     models = load_model_set(settings)
+    from tlrec.serving.probability_models import ProbabilityModels
+
+    probability = ProbabilityModels.load(settings)
     from tlrec.serving.api.middleware import uvicorn_http_options  # httptools + 431 past TLREC_MAX_HEADER_BYTES
 
-    uvicorn.run(create_app(settings, models), host=host, port=port, log_level="info",
+    uvicorn.run(create_app(settings, models, probability), host=host, port=port, log_level="info",
                 access_log=access_log, timeout_graceful_shutdown=10,
                 **uvicorn_http_options(settings.max_header_bytes))
 

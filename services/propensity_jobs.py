@@ -23,7 +23,7 @@ from tlrec.services.batch_scoring import MODEL_VERSION
 from tlrec.services.files import read_id_list
 from tlrec.services.jobs import VECTORS_IN_ARTIFACT, input_record
 from tlrec.tables import Columns, DataError, read_table
-from tlrec.training.artifacts import ArtifactError, VerifiedVersion, new_version, open_version, staged_version
+from tlrec.training.artifacts import new_version, staged_version
 from tlrec.training.data import load_catalog, load_interactions
 from tlrec.training.id_map import IdMap
 from tlrec.training.positive_spec import PositiveSpec
@@ -35,12 +35,8 @@ from tlrec.training.train import align_vectors
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_propensity_job", "evaluate_return_job", "load_propensity", "load_return", "predict_pairs_job",
-           "predict_users_job", "train_propensity_job", "train_return_job"]
-
-#: What trains each probability task, for the line that refuses another task's artifacts.
-_TRAIN_HINT = {"propensity": "`tlrec train --task propensity --positive SPEC`",
-               "return": "`tlrec train --task return --horizon 30d`"}
+__all__ = ["evaluate_propensity_job", "evaluate_return_job", "predict_pairs_job", "predict_users_job",
+           "train_propensity_job", "train_return_job"]
 
 
 def train_propensity_job(catalog_path: Path, interactions_path: Path, artifacts_root: Path, positive: str,
@@ -107,34 +103,11 @@ def _train_and_publish(catalog_path: Path, interactions_path: Path, artifacts_ro
     return artifacts_root / version
 
 
-def _open_task(artifacts: Path, task: str) -> VerifiedVersion:
-    """The verified version ``artifacts`` names (a root's ``current`` or a version dir); ``ArtifactError``
-    (one line) when it holds another task's model."""
-    version = open_version(Path(artifacts))
-    held = version.manifest.get("task", "recommend")
-    if held != task:
-        raise ArtifactError(f"{version.path}: holds a {held!r} model, not a {task} model (train one with "
-                            f"{_TRAIN_HINT[task]})")
-    return version
-
-
-def load_propensity(artifacts: Path) -> tuple[PropensityArtifact, str]:
-    """The verified propensity version ``artifacts`` names, and its version name."""
-    version = _open_task(artifacts, "propensity")
-    return PropensityArtifact.read(version), version.name
-
-
-def load_return(artifacts: Path) -> tuple[ReturnArtifact, str]:
-    """The verified return version ``artifacts`` names, and its version name."""
-    version = _open_task(artifacts, "return")
-    return ReturnArtifact.read(version), version.name
-
-
 def predict_pairs_job(artifacts: Path, pairs_path: Path, out: Path) -> pl.DataFrame:
     """Probabilities of the pairs in ``pairs_path`` (``user_id``, ``item_id`` columns; CSV, Parquet or
     JSONL) into ``out`` (Parquet: ``user_id, item_id, probability, known_user, known_item,
     model_version``, input order). Returns the frame written."""
-    artifact, version = load_propensity(artifacts)
+    artifact, version = PropensityArtifact.load(artifacts)
     pairs = read_table(pairs_path, string_columns=(Columns.USER, Columns.ITEM))
     missing = [c for c in (Columns.USER, Columns.ITEM) if c not in pairs.columns]
     if missing:
@@ -154,7 +127,7 @@ def evaluate_propensity_job(artifacts: Path, interactions_path: Path, report: Pa
     interactions (catalog items), labelled by the model's own SPEC (``labelled_pairs``): ``{"all": ..., "known items": ..., "new items": ...,
     "unknown users": ...}`` (empty segments left out). ``report``: Markdown, JSON and a
     reliability diagram (PNG) there."""
-    artifact, version = load_propensity(artifacts)
+    artifact, version = PropensityArtifact.load(artifacts)
     test = load_interactions(interactions_path)
     known = test[Columns.ITEM].is_in(list(artifact.items.external))
     if (~known).any():
@@ -179,7 +152,7 @@ def predict_users_job(artifacts: Path, users_path: Path, out: Path) -> pl.DataFr
     """Return probabilities of the users in ``users_path`` (one id a line) into ``out`` (Parquet:
     ``user_id, probability, known_user, horizon_days, as_of, model_version``, input order; a user with no
     events before the as-of time gets the base rate, ``known_user`` false). Returns the frame written."""
-    artifact, version = load_return(artifacts)
+    artifact, version = ReturnArtifact.load(artifacts)
     users = list(dict.fromkeys(read_id_list(users_path, "user")))
     frame = artifact.predict(users).with_columns(pl.lit(version).alias(MODEL_VERSION))
     write_parquet_atomic(frame, out)
@@ -193,7 +166,7 @@ def evaluate_return_job(artifacts: Path, interactions_path: Path, report: Path |
     """Probability metrics of every user the model knows: label = an event in the test interactions
     within ``(as_of, as_of + horizon]``. Segments ``all`` and ``<= 5 events`` (short histories).
     ``report``: Markdown, JSON and a reliability diagram (PNG) there."""
-    artifact, version = load_return(artifacts)
+    artifact, version = ReturnArtifact.load(artifacts)
     model = artifact.model
     test = load_interactions(interactions_path)
     as_of, end = model.as_of, model.as_of + model.config.horizon

@@ -4,8 +4,8 @@ Start-up reads the snapshot and the log segments written after it, never the who
 history; compaction (``serving.event_log.EventLog.compact``) moves sealed segments into
 the Parquet archive and folds them into a new snapshot.
 
-* :class:`FreshEvents`: recent item ids per user (at most ``per_user`` each, at most
-  ``max_users`` users, least recently written evicted first).
+* :class:`FreshEvents`: recent events per user (item, time, event type, value; at most
+  ``per_user`` each, at most ``max_users`` users, least recently written evicted first).
 * :class:`KeyWindow`: the idempotency keys remembered (default the last 100,000 keyed
   batches, none older than 24 h by the batch's ``received_at``). A key that left the
   window is forgotten: a retry with it is stored as a new batch.
@@ -16,7 +16,7 @@ the Parquet archive and folds them into a new snapshot.
        "created_at": float, "keys": K, "users": U, "key_window": {...}, "fresh": {...},
        "archive": {"files": int, "records": int, "events": int}}
       ["k", key, seq, events, digest_hex, received_at]        x K (oldest first)
-      ["u", user_id, [item_id, ...]]                           x U (least recently written first)
+      ["u", user_id, [item_id, ...], [[timestamp, event, value], ...]]   x U (least recently written first)
       {"sha256": hex of every byte above, "lines": K + U + 1}
 
   Every record with ``seq < covered_seq`` is in the archive files whose seqs are below it
@@ -65,58 +65,70 @@ class SnapshotError(ValueError):
     """The snapshot file is unreadable (bad checksum, truncated, unknown format)."""
 
 
+#: One fresh event: (item_id, timestamp, event, value); the last three None when not known (a
+#: snapshot written before they were kept).
+FreshEvent = tuple[str, "int | None", "str | None", "float | None"]
+
+
 class FreshEvents:
-    """Recent item ids per user, newest last: bounded per user and in users (least recently written out first).
+    """Recent events per user, newest last: bounded per user and in users (least recently written out first).
 
     Thread-safe. Items are kept as sent (external ids); unknown ones are ignored when used.
-    Memory: at most ``per_user * max_users`` item ids.
+    Memory: at most ``per_user * max_users`` events.
     """
 
     def __init__(self, per_user: int = 200, max_users: int = 100_000) -> None:
         self.per_user = per_user
         self.max_users = max_users
-        self._users: OrderedDict[str, deque[str]] = OrderedDict()
+        self._users: OrderedDict[str, deque[FreshEvent]] = OrderedDict()
         self._lock = threading.Lock()
 
     def add(self, events: Sequence[dict[str, Any]]) -> None:
         users = self._users
         with self._lock:
             last: str | None = None
-            items: deque[str] | None = None
+            kept: deque[FreshEvent] | None = None
             for ev in events:
                 user = ev["user_id"]
                 if type(user) is not str:
                     user = str(user)
-                if user != last or items is None:  # a batch is mostly one user's: one lookup for a run
-                    items = users.get(user)
-                    if items is None:
-                        items = users[user] = deque(maxlen=self.per_user)
+                if user != last or kept is None:  # a batch is mostly one user's: one lookup for a run
+                    kept = users.get(user)
+                    if kept is None:
+                        kept = users[user] = deque(maxlen=self.per_user)
                     else:
                         users.move_to_end(user)
                     last = user
                 item = ev["item_id"]
-                items.append(item if type(item) is str else str(item))
+                kept.append((item if type(item) is str else str(item), ev.get("timestamp"), ev.get("event"),
+                             ev.get("value")))
             while len(users) > self.max_users:
                 users.popitem(last=False)
 
     def get(self, user_id: str) -> list[str]:
         """The user's fresh item ids, oldest first (empty when none)."""
         with self._lock:
-            items = self._users.get(user_id)
-            return list(items) if items else []
+            kept = self._users.get(user_id)
+            return [e[0] for e in kept] if kept else []
 
-    def dump(self) -> Iterator[tuple[str, list[str]]]:
-        """``(user_id, items oldest first)`` per user, least recently written first (a copy, taken at once)."""
+    def events(self, user_id: str) -> list[FreshEvent]:
+        """The user's fresh events ``(item_id, timestamp, event, value)``, oldest first (empty when none)."""
         with self._lock:
-            rows = [(user, list(items)) for user, items in self._users.items()]
+            kept = self._users.get(user_id)
+            return list(kept) if kept else []
+
+    def dump(self) -> Iterator[tuple[str, list[FreshEvent]]]:
+        """``(user_id, events oldest first)`` per user, least recently written first (a copy, taken at once)."""
+        with self._lock:
+            rows = [(user, list(kept)) for user, kept in self._users.items()]
         return iter(rows)
 
-    def restore(self, users: Iterable[tuple[str, Sequence[str]]]) -> None:
+    def restore(self, users: Iterable[tuple[str, Sequence[FreshEvent]]]) -> None:
         """Replace the state with ``users`` (as :meth:`dump` yields them), within this store's bounds."""
         with self._lock:
             self._users.clear()
-            for user, items in users:
-                self._users[str(user)] = deque((str(i) for i in items), maxlen=self.per_user)
+            for user, kept in users:
+                self._users[str(user)] = deque(kept, maxlen=self.per_user)
                 self._users.move_to_end(str(user))
                 if len(self._users) > self.max_users:
                     self._users.popitem(last=False)
@@ -235,8 +247,8 @@ def write_snapshot(directory: Path, meta: SnapshotMeta, keys: KeyWindow, fresh: 
         put(head)
         for row in key_rows:
             put(["k", *row])
-        for user, items in user_rows:
-            put(["u", user, items])
+        for user, kept in user_rows:
+            put(["u", user, [e[0] for e in kept], [list(e[1:]) for e in kept]])
         fh.write((json.dumps({"sha256": digest.hexdigest(), "lines": lines}) + "\n").encode())
         fh.flush()
     return path
@@ -300,7 +312,7 @@ def load_snapshot(directory: Path, keys: KeyWindow, fresh: FreshEvents | None) -
         return None
     path = snapshot_path(directory)
 
-    def users() -> Iterator[tuple[str, list[str]]]:
+    def users() -> Iterator[tuple[str, list[FreshEvent]]]:
         with open(path, "rb") as fh:
             next(fh)
             for line in fh:
@@ -309,8 +321,10 @@ def load_snapshot(directory: Path, keys: KeyWindow, fresh: FreshEvents | None) -
                 row = json.loads(line)
                 if row[0] == "k":
                     keys.add(str(row[1]), int(row[2]), int(row[3]), str(row[4]), float(row[5]), now=None)
-                elif row[0] == "u":
-                    yield str(row[1]), [str(i) for i in row[2]]
+                elif row[0] == "u":  # a snapshot of an older version has no times, events or values
+                    details = row[3] if len(row) > 3 else [[None, None, None]] * len(row[2])
+                    yield str(row[1]), [(str(i), _int_or_none(t), None if e is None else str(e),
+                                         None if v is None else float(v)) for i, (t, e, v) in zip(row[2], details)]
 
     try:
         if fresh is not None:
@@ -321,6 +335,10 @@ def load_snapshot(directory: Path, keys: KeyWindow, fresh: FreshEvents | None) -
     except (ValueError, TypeError, IndexError) as exc:
         raise SnapshotError(f"{path}: bad state line ({exc})") from None
     return meta
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 # ---------------------------------------------------------------------------- archive

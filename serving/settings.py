@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     artifacts: Path | None = Field(
         default=None, description="Artifacts root (with `current`) or one version directory."
     )
+    propensity_artifacts: Path | None = Field(
+        default=None, description="A `--task propensity` artifacts root: serves POST /v1/users/{id}/propensity."
+    )
+    return_artifacts: Path | None = Field(
+        default=None, description="A `--task return` artifacts root: serves GET /v1/users/{id}/return."
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Comma-separated keys accepted in X-API-Key for /v1 routes."
     )

@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ArtifactError",
+    "open_task_version",
     "MANIFEST",
     "CURRENT",
     "VerifiedVersion",
@@ -451,6 +452,16 @@ def _walk_version(version_dir: Path) -> list[str]:
             if rel != MANIFEST:
                 found.append(rel)
     return found
+
+
+def open_task_version(path: Path, task: str, how: str) -> VerifiedVersion:
+    """``open_version`` of a version that holds a ``task`` model (manifest ``task``); else ``ArtifactError``,
+    one line that says what it holds and ``how`` to train a ``task`` model."""
+    version = open_version(path)
+    held = version.manifest.get("task", "recommend")
+    if held != task:
+        raise ArtifactError(f"{version.path}: holds a {held!r} model, not a {task} model (train one with {how})")
+    return version
 
 
 def open_version(path: Path) -> VerifiedVersion:

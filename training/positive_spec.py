@@ -50,6 +50,20 @@ class PositiveSpec:
         ``DataError`` naming ``where`` when the column the SPEC needs is missing, or when no row
         (or every row) is positive: a task with one class cannot be learned.
         """
+        if self.event is None and self.field != Columns.VALUE:  # `rating>=4`: value of the `rating` events
+            self._need(interactions, Columns.EVENT, where)
+            if not (interactions[Columns.EVENT] == self.field).any():
+                raise DataError.at(where, f"--positive {self.text}: no {self.field!r} events", column=Columns.EVENT)
+        label = self.mark(interactions, where)
+        positives = int(label.sum())
+        if positives in (0, len(label)):
+            kind = "no" if positives == 0 else "every"
+            raise DataError.at(where, f"--positive {self.text}: {kind} interaction is positive, so there is "
+                                      f"nothing to learn ({len(label)} rows)")
+        return label
+
+    def mark(self, interactions: pl.DataFrame, where: str = "interactions") -> pl.Series:
+        """``labels`` without the one-class check (a few fresh events may all be negative)."""
         if self.event is not None:
             self._need(interactions, Columns.EVENT, where)
             label = interactions[Columns.EVENT] == self.event
@@ -57,19 +71,10 @@ class PositiveSpec:
             self._need(interactions, Columns.VALUE, where)
             value = interactions[Columns.VALUE].cast(pl.Float64, strict=False)
             label = getattr(value, self.op or "eq")(self.threshold).fill_null(False)
-            if self.field != Columns.VALUE:  # `rating>=4`: value of the `rating` events
+            if self.field != Columns.VALUE:
                 self._need(interactions, Columns.EVENT, where)
-                if not (interactions[Columns.EVENT] == self.field).any():
-                    raise DataError.at(where, f"--positive {self.text}: no {self.field!r} events",
-                                       column=Columns.EVENT)
                 label = label & (interactions[Columns.EVENT] == self.field)
-        label = label.fill_null(False).alias("label")
-        positives = int(label.sum())
-        if positives in (0, len(label)):
-            kind = "no" if positives == 0 else "every"
-            raise DataError.at(where, f"--positive {self.text}: {kind} interaction is positive, so there is "
-                                      f"nothing to learn ({len(label)} rows)")
-        return label
+        return label.fill_null(False).alias("label")
 
     def _need(self, interactions: pl.DataFrame, column: str, where: str) -> None:
         if column not in interactions.columns:

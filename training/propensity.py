@@ -213,6 +213,19 @@ class PropensityModel:
         assert self.stranger_calibrator is not None
         return np.where(users < n_users, self.calibrator(logits), self.stranger_calibrator(logits))
 
+    def predict_user(self, user: int, items: np.ndarray, extra_items: np.ndarray, extra_labels: np.ndarray
+                     ) -> np.ndarray:
+        """``predict`` for one user (index; outside ``[0, n_users)``: unknown) and ``items`` ``[n]``, with
+        ``extra`` labelled examples (items, 0/1 labels ``[m]``: fresh events) after their history."""
+        assert self.net is not None and self.history is not None and self.calibrator is not None, "not fitted"
+        assert self.stranger_calibrator is not None
+        n_users = self.history.n_users
+        known = 0 <= user < n_users
+        items = np.asarray(items, np.int64)
+        users = np.full(len(items), user if known else n_users)
+        logits = _logits(self.net, (users, items, self.history.user_features(user, items, extra_items, extra_labels)))
+        return (self.calibrator if known else self.stranger_calibrator)(logits)
+
     # ------------------------------------------------------------------ files
     def save(self, directory: Path) -> None:
         """Write ``config.json`` and ``weights.safetensors`` (the net, the calibrator, the labelled
@@ -231,7 +244,7 @@ class PropensityModel:
         state |= {"examples.users": torch.from_numpy(h.users.astype(np.int64)),
                   "examples.items": torch.from_numpy(h.items.astype(np.int64)),
                   "examples.labels": torch.from_numpy(h.labels.astype(np.float32)),
-                  "examples.timestamps": torch.from_numpy(np.asarray(h.timestamps, np.int64))}
+                  "examples.timestamps": torch.from_numpy(np.array(h.timestamps, np.int64))}
         save_file(state, directory / WEIGHTS_FILE)
 
     @classmethod

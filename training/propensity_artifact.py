@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from tlrec.errors import ConfigError
 from tlrec.files import json_bytes
 from tlrec.tables import Columns, DataError
-from tlrec.training.artifacts import ArtifactError, VerifiedVersion, read_json
+from tlrec.training.artifacts import ArtifactError, VerifiedVersion, open_task_version, read_json
 from tlrec.training.id_map import IdMap
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.model_artifact import ITEMS_FILE, TRAINING_FILE, USERS_FILE, read_id_map
@@ -121,6 +121,13 @@ class PropensityArtifact:
                                 f"{model.history.n_items} items, but the id maps hold {len(users)} x {len(items)}")
         return cls(model, positive, items, users, training)
 
+    @classmethod
+    def load(cls, artifacts: Path) -> tuple[PropensityArtifact, str]:
+        """The verified propensity version ``artifacts`` names (a root's ``current`` or a version dir)
+        and its version name; ``ArtifactError`` (one line) when it holds another task's model."""
+        version = open_task_version(Path(artifacts), "propensity", "`tlrec train --task propensity --positive SPEC`")
+        return cls.read(version), version.name
+
     # ------------------------------------------------------------------ predict
     def predict(self, user_ids: list[str] | pl.Series, item_ids: list[str] | pl.Series,
                 where: str = "pairs") -> pl.DataFrame:
@@ -145,3 +152,26 @@ class PropensityArtifact:
         p = self.model.predict(u, i) if len(u) else np.zeros(0)
         return pl.DataFrame([users, items, pl.Series("probability", p, dtype=pl.Float64),
                              pl.Series("known_user", u >= 0), pl.Series("known_item", self.model.history.item_n[i] > 0)])
+
+    def predict_user(self, user_id: str, item_ids: list[str], fresh: list[tuple[str, str | None, float | None]]
+                     ) -> pl.DataFrame:
+        """``predict`` of one user's pairs with their fresh events (``(item_id, event, value)``, oldest
+        first, labelled by the model's SPEC) counted after their history; fresh events on items outside
+        the catalog, or without an event type, are skipped."""
+        items = pl.Series(Columns.ITEM, item_ids, dtype=pl.String)
+        i = self.items.to_internal(items, missing="ignore")
+        if (i < 0).any():
+            bad = items.filter(pl.Series(i < 0)).unique(maintain_order=True)
+            raise DataError(f"{len(bad)} item id(s) not in the model's catalog, e.g. "
+                            f"{', '.join(map(repr, bad.head(3).to_list()))}")
+        u = int(self.users.to_internal([user_id], missing="ignore")[0])
+        events = pl.DataFrame({Columns.ITEM: [e[0] for e in fresh], Columns.EVENT: [e[1] for e in fresh],
+                               Columns.VALUE: [e[2] for e in fresh]},
+                              schema={Columns.ITEM: pl.String, Columns.EVENT: pl.String, Columns.VALUE: pl.Float64})
+        fresh_items = self.items.to_internal(events[Columns.ITEM], missing="ignore")
+        use = (fresh_items >= 0) & events[Columns.EVENT].is_not_null().to_numpy()
+        labels = self.positive.mark(events, "fresh events").to_numpy()[use]
+        assert self.model.history is not None
+        p = self.model.predict_user(u, i, fresh_items[use], labels.astype(np.float64))
+        return pl.DataFrame([items, pl.Series("probability", p, dtype=pl.Float64),
+                             pl.Series("known_item", self.model.history.item_n[i] > 0)])

@@ -112,6 +112,7 @@ class LabelledHistory:
         first = np.searchsorted(u[order], u[order], side="left")  # where each user's run starts
         pos = np.arange(len(u))
         lo = np.maximum(first, pos - RECENT)
+        self._by_user, self._user_start = order, np.searchsorted(u[order], np.arange(self.n_users + 1))
         self.before_pos, self.before_n = np.zeros(len(u)), np.zeros(len(u))
         self.before_pos[order], self.before_n[order] = csum[pos] - csum[lo], pos - lo
         end = np.searchsorted(u[order], np.arange(self.n_users), side="right")
@@ -130,18 +131,51 @@ class LabelledHistory:
         one = 0.0 if exclude_self is None else 1.0
         up, un = (self.user_pos[users] - y) * known, (self.user_n[users] - one) * known
         ip, inn = self.item_pos[items] - y, self.item_n[items] - one
+        pairs = [None if s is None else  # (R @ S)[u, i] without the full product: row u of R dotted with column i of S
+                 (_pair_products(self.centred, s, users, items) * known, _pair_products(self.seen, s, users, items) * known)
+                 for s in (self.cf, self.by_content)]
+        return self._stack(up, un, ip, inn, pairs, self.last_pos[users] * known, self.last_n[users] * known)
+
+    def user_features(self, user: int, items: np.ndarray, extra_items: np.ndarray, extra_labels: np.ndarray
+                      ) -> np.ndarray:
+        """``features`` of pairs ``(user, items[r])`` for one user whose examples are their history
+        followed by ``extra`` ones (int64 items, 0/1 labels ``[m]``: fresh events): the user's rates,
+        label-CF and recent rate read them all. ``user`` outside ``[0, n_users)``: the extra ones only."""
+        items = np.asarray(items, np.int64)
+        if 0 <= user < self.n_users:
+            mine = self._by_user[self._user_start[user] : self._user_start[user + 1]]
+            own_items, own_labels = self.items[mine], self.labels[mine].astype(np.float64)
+        else:
+            own_items, own_labels = np.zeros(0, np.int64), np.zeros(0)
+        ii = np.concatenate([own_items, np.asarray(extra_items, np.int64)])
+        yy = np.concatenate([own_labels, np.asarray(extra_labels, np.float64)])
+        n, zeros = len(items), np.zeros(len(ii), np.int64)
+        centred = sp.csr_matrix((yy - (yy.mean() if len(yy) else 0.0), (zeros, ii)), shape=(1, self.n_items))
+        seen = sp.csr_matrix((np.ones(len(ii)), (zeros, ii)), shape=(1, self.n_items))
+        seen.sum_duplicates()
+        seen.data[:] = 1.0
+        rows = np.zeros(n, np.int64)
+        pairs = [None if s is None else (_pair_products(centred, s, rows, items), _pair_products(seen, s, rows, items))
+                 for s in (self.cf, self.by_content)]
+        recent = yy[-RECENT:]
+        return self._stack(np.full(n, yy.sum()), np.full(n, float(len(yy))), self.item_pos[items],
+                           self.item_n[items], pairs, np.full(n, recent.sum()), np.full(n, float(len(recent))))
+
+    def _stack(self, up: np.ndarray, un: np.ndarray, ip: np.ndarray, inn: np.ndarray,
+               pairs: list[tuple[np.ndarray, np.ndarray] | None], recent_pos: np.ndarray, recent_n: np.ndarray
+               ) -> np.ndarray:
+        """The ``FEATURES`` columns from per-pair statistics: the user's and item's positives and
+        examples, per neighbourhood (co-occurrence, content) the label and similarity sums over the
+        item's neighbours, the user's recent positives and examples."""
         out = [_logit((up + PRIOR * self.rate) / (un + PRIOR)), _logit((ip + PRIOR * self.rate) / (inn + PRIOR)),
                np.log1p(un), np.log1p(inn)]
-        for s in (self.cf, self.by_content):
-            if s is None:
-                out += [np.zeros(len(users)), np.zeros(len(users))]
+        for pair in pairs:
+            if pair is None:
+                out += [np.zeros(len(up)), np.zeros(len(up))]
                 continue
-            # (R @ S)[u, i] without the full product: row u of R dotted with column i of S
-            num = _pair_products(self.centred, s, users, items) * known
-            den = _pair_products(self.seen, s, users, items) * known
+            num, den = pair
             out += [num / (den + 1.0), np.log1p(den)]  # S has no diagonal: a row's own item never counts
         user_rate = (up + PRIOR * self.rate) / (un + PRIOR)
-        recent_pos, recent_n = self.last_pos[users] * known, self.last_n[users] * known
         out.append(_logit((recent_pos + PRIOR * user_rate) / (recent_n + PRIOR)))
         return np.stack(out, axis=1).astype(np.float32)
 

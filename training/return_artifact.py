@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from tlrec.errors import ConfigError
 from tlrec.files import json_bytes
 from tlrec.tables import Columns, DataError
-from tlrec.training.artifacts import ArtifactError, VerifiedVersion, read_json
+from tlrec.training.artifacts import ArtifactError, VerifiedVersion, open_task_version, read_json
 from tlrec.training.id_map import IdMap
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.model_artifact import ITEMS_FILE, TRAINING_FILE, USERS_FILE, read_id_map
@@ -100,6 +100,13 @@ class ReturnArtifact:
             raise ArtifactError(f"{version.path / RETURN_DIR}: fitted on {model.timeline.n_users} users x "
                                 f"{len(model.item_content)} items, but the id maps hold {len(users)} x {len(items)}")
         return cls(model, items, users, training)
+
+    @classmethod
+    def load(cls, artifacts: Path) -> tuple[ReturnArtifact, str]:
+        """The verified return version ``artifacts`` names (a root's ``current`` or a version dir) and
+        its version name; ``ArtifactError`` (one line) when it holds another task's model."""
+        version = open_task_version(Path(artifacts), "return", "`tlrec train --task return --horizon 30d`")
+        return cls.read(version), version.name
 
     @property
     def horizon_days(self) -> float:

@@ -25,11 +25,12 @@ from tlrec.serving.api.batching import MicroBatcher
 from tlrec.serving.api.deps import ServiceState
 from tlrec.serving.api.exposure_recorder import ExposureRecorder
 from tlrec.serving.api.middleware import BodyLimitMiddleware
-from tlrec.serving.api.routes import admin, events, health, recommendations
+from tlrec.serving.api.routes import admin, events, health, probabilities, recommendations
 from tlrec.serving.api.variants import ModelSet, load_model_set
 from tlrec.serving.event_log import EventLog
 from tlrec.serving.event_snapshot import FreshEvents
 from tlrec.serving.exposure_log import ExposureLog
+from tlrec.serving.probability_models import ProbabilityModels
 from tlrec.serving.api.prometheus import Metrics, MetricsMiddleware
 from tlrec.serving.served_model import ServedModel
 from tlrec.serving.settings import Settings
@@ -40,12 +41,14 @@ logger = logging.getLogger(__name__)
 API_VERSION = "1.0.0"
 
 
-def create_app(settings: Settings | Path, model: ServedModel | ModelSet | None = None) -> FastAPI:
+def create_app(settings: Settings | Path, model: ServedModel | ModelSet | None = None,
+               probability: ProbabilityModels | None = None) -> FastAPI:
     """An app serving ``settings.artifacts`` (a root with ``current``, or one version dir).
 
     ``settings`` may be a path (other settings from the environment). ``model``: already
     loaded models (``tlrec serve`` loads the default and every variant first, to fail
-    fast), or the default version alone (variants then load at start-up). Raises
+    fast), or the default version alone (variants then load at start-up). ``probability``:
+    the propensity and return models, already loaded (else loaded at start-up). Raises
     ``InsecureConfigError`` when no API key is set and ``insecure`` is off.
     """
     if not isinstance(settings, Settings):
@@ -65,7 +68,7 @@ def create_app(settings: Settings | Path, model: ServedModel | ModelSet | None =
         threads.configure(settings.intra_op_threads)
         logger.info("model work: up to %d calls at once, %d torch/FAISS thread(s) each", settings.threads,
                     settings.intra_op_threads)
-        task = asyncio.create_task(_start(state, model))
+        task = asyncio.create_task(_start(state, model, probability))
         try:
             yield
         finally:
@@ -81,7 +84,7 @@ def create_app(settings: Settings | Path, model: ServedModel | ModelSet | None =
         description="Recommendations (FAISS retrieve -> NCF rank), event ingestion, hot model reload.",
     )
     app.state.service = state
-    for router in (health.router, recommendations.router, events.router, admin.router):
+    for router in (health.router, recommendations.router, probabilities.router, events.router, admin.router):
         app.include_router(router)
     _add_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -89,7 +92,8 @@ def create_app(settings: Settings | Path, model: ServedModel | ModelSet | None =
     return app
 
 
-async def _start(state: ServiceState, given: ServedModel | ModelSet | None) -> None:
+async def _start(state: ServiceState, given: ServedModel | ModelSet | None,
+                 probability: ProbabilityModels | None = None) -> None:
     """Replay the event log, open the exposure log, load and warm the models, then mark the service ready."""
     settings = state.settings
     try:
@@ -108,6 +112,7 @@ async def _start(state: ServiceState, given: ServedModel | ModelSet | None) -> N
             models = await anyio.to_thread.run_sync(threads.run, _load, settings, given)
             if state.models is None:  # a reload may have won the race
                 service.publish(state, models)
+        state.probability = probability or await anyio.to_thread.run_sync(ProbabilityModels.load, settings)
         state.ready, state.not_ready_reason = True, None
         state.metrics.ready.set(1)
         arms = state.models.arms

@@ -22,6 +22,7 @@ from tlrec.serving.api.threads import ModelThreads
 from tlrec.serving.api.variants import ModelSet
 from tlrec.serving.event_log import EventLog
 from tlrec.serving.event_snapshot import FreshEvents
+from tlrec.serving.probability_models import ProbabilityModels
 from tlrec.serving.served_model import ServedModel
 from tlrec.serving.settings import Settings
 
@@ -40,6 +41,7 @@ class ServiceState:
     models: ModelSet | None = None
     events: EventLog | None = None
     exposures: ExposureRecorder | None = None  # set when experiments are configured
+    probability: ProbabilityModels = field(default_factory=ProbabilityModels)  # propensity and return models
     ready: bool = False
     not_ready_reason: str | None = "starting"
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -234,3 +234,36 @@ class ReloadOut(_Out):
     previous_version: str | None
     changed: bool = Field(description="False when the versions and the experiment files are as before.")
     variants: list[VariantOut] = Field(default_factory=list, description="Each experiment variant's version now.")
+
+
+# ---------------------------------------------------------------------------- probabilities
+class PropensityIn(_In):
+    item_ids: list[Id] = Field(min_length=1, max_length=MAX_K, description="Items to give a probability for.")
+    event: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        default=None, description="The event asked about, as the model was trained (`--positive`, e.g. "
+        "`purchase` or `rating>=4`); null: the model's own.")
+
+
+class ItemProbability(_Out):
+    item_id: str
+    probability: float = Field(ge=0.0, le=1.0, description="Calibrated P(event | user, item).")
+    known_item: bool = Field(description="False: an item without training examples, placed by its content.")
+
+
+class PropensityOut(_Out):
+    user_id: str
+    event: str = Field(description="The event the probabilities are of (the model's `--positive`).")
+    known_user: bool = Field(description="False: a user the model has not seen (fresh events still count).")
+    fresh_events: int = Field(description="The user's fresh events that counted (labelled by `event`).")
+    items: list[ItemProbability] = Field(description="In the order asked.")
+    model_version: str
+
+
+class ReturnOut(_Out):
+    user_id: str
+    probability: float = Field(ge=0.0, le=1.0, description="Calibrated P(at least one event within the horizon "
+                                                           "after `as_of`).")
+    known_user: bool = Field(description="False: no events known; `probability` is the base rate.")
+    horizon_days: float
+    as_of: int = Field(description="Unix seconds: the model's as-of time, or the user's newest fresh event if later.")
+    model_version: str

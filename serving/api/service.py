@@ -92,7 +92,8 @@ def _deadline(state: ServiceState) -> float:
     return state.settings.deadline_ms / 1000.0
 
 
-async def _in_thread(state: ServiceState, fn: Any, *args: Any) -> Any:
+async def in_model_thread(state: ServiceState, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a model thread, within the request deadline (``TimeoutError`` past it)."""
     async with asyncio.timeout(_deadline(state)):
         return await state.model_threads.call(fn, *args)
 
@@ -192,7 +193,7 @@ async def _history_recommendations(
     name = body.user_id or ""
     reason = None
     try:
-        (rec,) = await _in_thread(
+        (rec,) = await in_model_thread(
             state, lambda: model.recommend_history(
                 [ids], k_model, weights=[weights], exclude_history=body.filters.exclude_history,
                 candidates=body.candidates, user_ids=[name] if body.user_id else None,
@@ -222,7 +223,7 @@ async def similar_items(state: ServiceState, model: ServedModel, item_id: str, k
         reason = _fallback(state, "similar", "no_item_vectors")
     else:
         try:
-            pairs = await _in_thread(state, model.similar_items, item_id, k)
+            pairs = await in_model_thread(state, model.similar_items, item_id, k)
             rec = Recommendations(item_id, [i for i, _ in pairs], [s for _, s in pairs], "model")
         except Exception as exc:  # noqa: BLE001
             reason = _fallback(state, "similar", "timeout" if isinstance(exc, TimeoutError) else "error", exc)

@@ -14,7 +14,7 @@ from tlrec.serving.event_log import (
     EventLogError,
     IdempotencyConflict,
 )
-from tlrec.serving.event_snapshot import FreshEvents
+from tlrec.serving.event_snapshot import FreshEvents, KeyWindow, SnapshotMeta, load_snapshot, write_snapshot
 
 
 def _batch(n: int, user: str = "u1") -> list[dict]:
@@ -135,3 +135,30 @@ def test_fresh_events_are_bounded_per_user_and_in_users():
     fresh.add(_batch(1, "a"))  # a is now the most recent
     fresh.add(_batch(1, "c"))  # evicts b, the least recently written
     assert fresh.get("b") == [] and fresh.get("a") and fresh.get("c") and len(fresh) == 2
+
+
+def test_fresh_events_keep_time_event_and_value_through_a_snapshot(tmp_path):
+    fresh = FreshEvents()
+    fresh.add([{"user_id": "a", "item_id": "i1", "timestamp": 1_700_000_000, "event": "purchase", "value": 2.5},
+               {"user_id": "a", "item_id": "i2", "timestamp": 1_700_000_050, "event": "view", "value": None}])
+    assert fresh.get("a") == ["i1", "i2"]
+    write_snapshot(tmp_path, SnapshotMeta(next_seq=1, covered_seq=1), KeyWindow(), fresh)
+    again = FreshEvents()
+    load_snapshot(tmp_path, KeyWindow(), again)
+    assert again.events("a") == [("i1", 1_700_000_000, "purchase", 2.5), ("i2", 1_700_000_050, "view", None)]
+
+
+def test_a_snapshot_without_event_details_still_loads(tmp_path):
+    """Snapshots written before fresh events kept their time, type and value hold item ids only."""
+    import hashlib
+    import json
+
+    lines = [json.dumps({"format": "tlrec-events-snapshot", "version": 1, "next_seq": 1, "covered_seq": 1,
+                         "created_at": 0.0, "keys": 0, "users": 1, "key_window": {}, "fresh": {}, "archive": {}}),
+             json.dumps(["u", "a", ["i1", "i2"]])]
+    body = "".join(line + "\n" for line in lines).encode()
+    footer = json.dumps({"sha256": hashlib.sha256(body).hexdigest(), "lines": 2}) + "\n"
+    (tmp_path / "events.snapshot").write_bytes(body + footer.encode())
+    fresh = FreshEvents()
+    load_snapshot(tmp_path, KeyWindow(), fresh)
+    assert fresh.events("a") == [("i1", None, None, None), ("i2", None, None, None)]

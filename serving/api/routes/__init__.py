@@ -9,7 +9,7 @@ from tlrec.serving.api.schemas import ErrorOut
 _DESCRIPTIONS = {
     401: "Missing or invalid X-API-Key.",
     403: "The key may not use this route (admin routes need TLREC_ADMIN_KEY).",
-    404: "Unknown item, or no such path.",
+    404: "Unknown item, no such path, or no model of that kind served.",
     409: "Conflict: idempotency key reused with another batch, or a reload refused (old version keeps serving).",
     413: "Request body over the limit (TLREC_MAX_BODY_BYTES).",
     415: "The body is not labelled `Content-Type: application/json`.",
