@@ -321,15 +321,24 @@ def predict(
     pairs: Annotated[Path | None, typer.Option(
         help="Propensity: file of user_id, item_id pairs (CSV, Parquet or JSONL).")] = None,
     users: Annotated[Path | None, typer.Option(help="Return: file with one user id a line.")] = None,
+    ray_address: Annotated[str, typer.Option(
+        help="Ray cluster to run on: 'local' starts one here (only for more than one partition); 'auto' or "
+             "ray://host:port joins one.")] = "local",
+    no_ray: Annotated[bool, typer.Option("--no-ray", help="Run in this process.")] = False,
+    partition_size: Annotated[int, typer.Option(help="Rows per partition (one part file, one Ray task).")] = 100_000,
 ) -> None:
     """Calibrated probabilities: of pairs (propensity; unknown users and new items are answered from content)
-    or of users coming back within the horizon (return)."""
-    from tlrec.services.propensity_jobs import predict_pairs_job, predict_users_job
+    or of users coming back within the horizon (return); resumable after a crash."""
+    from tlrec.services.batch_predict import predict_job
+    from tlrec.services.partitions import ScoringJobError
 
-    if (pairs is None) == (users is None):
-        raise UsageError("predict needs exactly one of --pairs (a propensity model) and --users (a return model)")
-    frame = predict_pairs_job(artifacts, pairs, out) if pairs is not None else predict_users_job(artifacts, users, out)
-    typer.echo(f"{out} ({frame.height} rows)")
+    try:
+        result = predict_job(artifacts, out, pairs_path=pairs, users_path=users,
+                             ray_address=None if no_ray else ray_address, partition_size=partition_size)
+    except ScoringJobError as exc:
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{out} ({result.rows} rows)")
 
 
 @app.command()

@@ -1,5 +1,5 @@
-"""The jobs behind `tlrec train --task propensity|return`, `tlrec predict` and `tlrec evaluate --task
-propensity|return`: the calibrated probability models.
+"""The jobs behind `tlrec train --task propensity|return` and `tlrec evaluate --task propensity|return`:
+the calibrated probability models (`tlrec predict` is ``batch_predict``).
 
 Like ``services.jobs``: inputs validated first (one-line errors naming file, row and column),
 outputs written atomically (a version is published whole or not at all; an output file
@@ -18,11 +18,9 @@ import polars as pl
 
 from tlrec.embeddings.embed_catalog import embed_catalog
 from tlrec.embeddings.vectors import load_item_vectors
-from tlrec.files import write_json_atomic, write_parquet_atomic
-from tlrec.services.batch_scoring import MODEL_VERSION
-from tlrec.services.files import read_id_list
+from tlrec.files import write_json_atomic
 from tlrec.services.jobs import VECTORS_IN_ARTIFACT, input_record
-from tlrec.tables import Columns, DataError, read_table
+from tlrec.tables import Columns, DataError
 from tlrec.training.artifacts import new_version, staged_version
 from tlrec.training.data import load_catalog, load_interactions
 from tlrec.training.id_map import IdMap
@@ -35,8 +33,7 @@ from tlrec.training.train import align_vectors
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_propensity_job", "evaluate_return_job", "predict_pairs_job", "predict_users_job",
-           "train_propensity_job", "train_return_job"]
+__all__ = ["evaluate_propensity_job", "evaluate_return_job", "train_propensity_job", "train_return_job"]
 
 
 def train_propensity_job(catalog_path: Path, interactions_path: Path, artifacts_root: Path, positive: str,
@@ -103,24 +100,6 @@ def _train_and_publish(catalog_path: Path, interactions_path: Path, artifacts_ro
     return artifacts_root / version
 
 
-def predict_pairs_job(artifacts: Path, pairs_path: Path, out: Path) -> pl.DataFrame:
-    """Probabilities of the pairs in ``pairs_path`` (``user_id``, ``item_id`` columns; CSV, Parquet or
-    JSONL) into ``out`` (Parquet: ``user_id, item_id, probability, known_user, known_item,
-    model_version``, input order). Returns the frame written."""
-    artifact, version = PropensityArtifact.load(artifacts)
-    pairs = read_table(pairs_path, string_columns=(Columns.USER, Columns.ITEM))
-    missing = [c for c in (Columns.USER, Columns.ITEM) if c not in pairs.columns]
-    if missing:
-        raise DataError.at(pairs_path, f"missing column(s) {', '.join(missing)} (found: "
-                                       f"{', '.join(pairs.columns) or 'none'})")
-    frame = artifact.predict(pairs[Columns.USER], pairs[Columns.ITEM], where=str(pairs_path))
-    frame = frame.with_columns(pl.lit(version).alias(MODEL_VERSION))
-    write_parquet_atomic(frame, out)
-    logger.info("wrote %d probabilities to %s (%d from unknown users, %d for new items; model %s)", frame.height, out,
-                int((~frame["known_user"]).sum()), int((~frame["known_item"]).sum()), version)
-    return frame
-
-
 def evaluate_propensity_job(artifacts: Path, interactions_path: Path, report: Path | None = None
                             ) -> dict[str, dict[str, float]]:
     """Probability metrics (``probability_metrics``) of every (user, item) pair of the test
@@ -146,19 +125,6 @@ def evaluate_propensity_job(artifacts: Path, interactions_path: Path, report: Pa
                       f"Positive: `{artifact.positive.text}`; test interactions `{interactions_path}` (each user-item "
                       "pair one example).", f"reliability ({artifact.positive.text}, {ECE_BINS} bins)")
     return results
-
-
-def predict_users_job(artifacts: Path, users_path: Path, out: Path) -> pl.DataFrame:
-    """Return probabilities of the users in ``users_path`` (one id a line) into ``out`` (Parquet:
-    ``user_id, probability, known_user, horizon_days, as_of, model_version``, input order; a user with no
-    events before the as-of time gets the base rate, ``known_user`` false). Returns the frame written."""
-    artifact, version = ReturnArtifact.load(artifacts)
-    users = list(dict.fromkeys(read_id_list(users_path, "user")))
-    frame = artifact.predict(users).with_columns(pl.lit(version).alias(MODEL_VERSION))
-    write_parquet_atomic(frame, out)
-    logger.info("wrote %d return probabilities to %s (%d unknown users; horizon %g days; model %s)", frame.height,
-                out, int((~frame["known_user"]).sum()), artifact.horizon_days, version)
-    return frame
 
 
 def evaluate_return_job(artifacts: Path, interactions_path: Path, report: Path | None = None

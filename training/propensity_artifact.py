@@ -129,6 +129,17 @@ class PropensityArtifact:
         return cls.read(version), version.name
 
     # ------------------------------------------------------------------ predict
+    def item_indices(self, item_ids: list[str] | pl.Series, where: str = "pairs") -> np.ndarray:
+        """Internal indices int64 ``[n]`` of catalog item ids; ``DataError`` naming ``where`` and the first
+        ids outside the catalog (there is nothing to place them by)."""
+        items = pl.Series(Columns.ITEM, item_ids, dtype=pl.String)
+        i = self.items.to_internal(items, missing="ignore")
+        if (i < 0).any():
+            bad = items.filter(pl.Series(i < 0)).unique(maintain_order=True)
+            raise DataError.at(where, f"{len(bad)} item id(s) not in the model's catalog, e.g. "
+                                      f"{', '.join(map(repr, bad.head(3).to_list()))}", column=Columns.ITEM)
+        return i
+
     def predict(self, user_ids: list[str] | pl.Series, item_ids: list[str] | pl.Series,
                 where: str = "pairs") -> pl.DataFrame:
         """Calibrated probabilities of pairs ``(user_ids[r], item_ids[r])``.
@@ -143,11 +154,7 @@ class PropensityArtifact:
         if users.null_count() or items.null_count():
             raise DataError.at(where, "user_id and item_id must not be empty")
         u = self.users.to_internal(users, missing="ignore")
-        i = self.items.to_internal(items, missing="ignore")
-        if (i < 0).any():
-            bad = items.filter(pl.Series(i < 0)).unique(maintain_order=True)
-            raise DataError.at(where, f"{len(bad)} item id(s) not in the model's catalog, e.g. "
-                                      f"{', '.join(map(repr, bad.head(3).to_list()))}", column=Columns.ITEM)
+        i = self.item_indices(items, where)
         assert self.model.history is not None
         p = self.model.predict(u, i) if len(u) else np.zeros(0)
         return pl.DataFrame([users, items, pl.Series("probability", p, dtype=pl.Float64),
@@ -159,11 +166,7 @@ class PropensityArtifact:
         first, labelled by the model's SPEC) counted after their history; fresh events on items outside
         the catalog, or without an event type, are skipped."""
         items = pl.Series(Columns.ITEM, item_ids, dtype=pl.String)
-        i = self.items.to_internal(items, missing="ignore")
-        if (i < 0).any():
-            bad = items.filter(pl.Series(i < 0)).unique(maintain_order=True)
-            raise DataError(f"{len(bad)} item id(s) not in the model's catalog, e.g. "
-                            f"{', '.join(map(repr, bad.head(3).to_list()))}")
+        i = self.item_indices(items, "item_ids")
         u = int(self.users.to_internal([user_id], missing="ignore")[0])
         events = pl.DataFrame({Columns.ITEM: [e[0] for e in fresh], Columns.EVENT: [e[1] for e in fresh],
                                Columns.VALUE: [e[2] for e in fresh]},

@@ -21,6 +21,8 @@ WITH_INPUT = [  # positive and negative examples
     ("POST", "/v1/next"),
     ("GET", "/v1/items/{item_id}/similar"),
     ("POST", "/v1/events"),
+    ("POST", "/v1/users/{user_id}/propensity"),
+    ("GET", "/v1/users/{user_id}/return"),
 ]
 NO_INPUT = [  # nothing to make invalid: positive only
     ("POST", "/v1/admin/reload"),
