@@ -4,8 +4,8 @@ job or in process, into one Parquet file.
 The input (pairs: ``user_id, item_id`` columns of a CSV, Parquet or JSONL file; users: one id a
 line, duplicates dropped) runs through the partitioned job machinery of ``services.partitions``
 (resumable after a crash, one part per partition, assembled into one file, input order kept);
-``PartitionPredictor`` is its worker. One partition cannot gain from Ray, so an input of at most
-``partition_size`` rows runs in process unless a cluster address is given.
+``PartitionPredictor`` is its worker. An input that fits one partition runs in process unless a
+cluster address is given (``ray_or_in_process``).
 
 Output columns: pairs ``user_id, item_id, probability, known_user, known_item, model_version``;
 users ``user_id, probability, known_user, horizon_days, as_of, model_version``.
@@ -28,7 +28,7 @@ from tlrec.files import sha256_file, write_parquet_atomic
 from tlrec.ray_cluster import LOCAL
 from tlrec.services.batch_scoring import MODEL_VERSION
 from tlrec.services.files import read_id_list
-from tlrec.services.partitions import FAIL_PARTITION_ENV, PartResult, part_path, run_partitions
+from tlrec.services.partitions import FAIL_PARTITION_ENV, PartResult, part_path, ray_or_in_process, run_partitions
 from tlrec.tables import Columns, DataError, read_table
 from tlrec.training.artifacts import ArtifactError, open_version, resolve_version
 from tlrec.training.propensity_artifact import PropensityArtifact
@@ -140,10 +140,7 @@ def predict_job(artifacts: Path, out: Path, pairs_path: Path | None = None, user
         assert users_path is not None
         rows = list(dict.fromkeys(read_id_list(users_path, "user")))
         source = Path(users_path)
-    if ray_address == LOCAL and len(rows) <= partition_size:
-        logger.info("%d rows fit one partition: predicting in process (Ray pays off from %d rows)", len(rows),
-                    partition_size + 1)
-        ray_address = None
+    ray_address = ray_or_in_process(ray_address, len(rows), partition_size)
     version_dir = resolve_version(Path(artifacts)).resolve()
     key = {"model_version": version, "manifest_sha256": sha256_file(version_dir / "manifest.json"),
            "input_sha256": sha256_file(source), "task": task, "partition_size": partition_size}

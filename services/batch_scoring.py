@@ -36,6 +36,7 @@ from tlrec.services.partitions import (
     PartResult,
     ScoringJobError,
     part_path,
+    ray_or_in_process,
     run_partitions,
 )
 from tlrec.training.artifacts import resolve_version
@@ -169,8 +170,9 @@ def score_job(
         batch_size: users per ``recommend`` call.
         progress: a progress bar (users scored, users/s) on stderr.
         ray_address: ``"local"`` starts a Ray on this machine (stopped at the
-            end); ``"auto"`` / ``"ray://host:10001"`` joins a cluster; None
-            scores in this process. An already initialised Ray is used as is.
+            end) when there is more than one partition, else scores in process;
+            ``"auto"`` / ``"ray://host:10001"`` joins a cluster; None scores in
+            this process. An already initialised Ray is used as is.
         partition_size: users per partition (part file, Ray task).
         actors: Ray actors (default: the cluster's CPUs, at most one per partition).
         max_retries: restarts of a dead actor and retries of its partition.
@@ -188,6 +190,7 @@ def score_job(
         raise UsageError(f"--partition-size and batch size must be >= 1, got {partition_size} and {batch_size}")
     out = Path(out)
     users = list(dict.fromkeys(read_id_list(users_path, "user")))
+    ray_address = ray_or_in_process(ray_address, len(users), partition_size)
     candidates = read_id_list(candidates_path, "candidate item") if candidates_path is not None else None
     version_dir = resolve_version(Path(artifacts)).resolve()
     # Load (verify every file, parse and check it) here, before the staging folder exists and any

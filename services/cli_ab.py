@@ -112,18 +112,24 @@ def analyze(
     exposures: Annotated[Path, typer.Option(help="Exposures: user_id, experiment, variant, timestamp.")],
     outcomes: Annotated[Path, typer.Option(help="Outcome events: user_id, event, value, timestamp.")],
     pre_period: Annotated[Path | None, typer.Option(help="Pre-period events (same columns) for CUPED.")] = None,
+    covariate_from: Annotated[Path | None, typer.Option(
+        help="A return model (tlrec train --task return): each user's predicted P(return) before exposure "
+             "is the CUPED covariate, when there is no pre-period.")] = None,
     as_json: JsonOpt = False,
     out: OutOpt = None,
     looks: LooksOpt = 20,
 ) -> None:
     """Effects per variant with intervals, SRM check, CUPED, sequential test; Markdown + PNG with --out."""
     from tlrec.services.ab.analysis import analyze as run
+    from tlrec.services.ab.covariate import predicted_covariate
     from tlrec.services.ab.inputs import load_exposures, load_outcomes
     from tlrec.serving.experiments import load_experiment
 
     exp = load_experiment(experiment)
-    result = run(load_exposures(exposures, exp), load_outcomes(outcomes),
-                 exp, load_outcomes(pre_period, "pre-period") if pre_period is not None else None, looks=looks)
+    exposed = load_exposures(exposures, exp)
+    result = run(exposed, load_outcomes(outcomes),
+                 exp, load_outcomes(pre_period, "pre-period") if pre_period is not None else None, looks=looks,
+                 covariate=predicted_covariate(covariate_from, exposed) if covariate_from is not None else None)
     _emit(result, as_json, out, f"A/B test {exp.name}")
 
 

@@ -35,11 +35,12 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from tlrec.ray_cluster import start_ray, stop_ray
+from tlrec.ray_cluster import LOCAL, start_ray, stop_ray
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FAIL_PARTITION_ENV", "PartResult", "PartitionsDone", "ScoringJobError", "part_path", "run_partitions"]
+__all__ = ["FAIL_PARTITION_ENV", "PartResult", "PartitionsDone", "ScoringJobError", "part_path", "ray_or_in_process",
+           "run_partitions"]
 
 #: Restarts of a dead actor / retries of its partition before the partition counts as failed.
 DEFAULT_MAX_RETRIES = 3
@@ -84,6 +85,17 @@ class Worker(Protocol):
 
 def part_path(staging: Path, index: int) -> Path:
     return staging / f"part-{index:05d}.parquet"
+
+
+def ray_or_in_process(ray_address: str | None, rows: int, partition_size: int) -> str | None:
+    """Where a job runs: ``ray_address``, except that the default local Ray (``"local"``) is skipped
+    when the rows fit one partition (a Ray start costs more than such a job; said in the log).
+    A cluster address is always kept."""
+    if ray_address == LOCAL and rows <= partition_size:
+        logger.info("%d rows fit one partition: running in process (a local Ray pays off from %d rows; "
+                    "--partition-size sets it)", rows, partition_size + 1)
+        return None
+    return ray_address
 
 
 def run_partitions(worker: type[Worker], spec_for: Callable[[Path], Any], rows: Sequence[Any], out: Path,

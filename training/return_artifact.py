@@ -112,13 +112,16 @@ class ReturnArtifact:
     def horizon_days(self) -> float:
         return self.model.config.horizon / DAY
 
-    def predict(self, user_ids: list[str] | pl.Series,
-                fresh: list[tuple[list[int], list[str]]] | None = None) -> pl.DataFrame:
+    def predict(self, user_ids: list[str] | pl.Series, fresh: list[tuple[list[int], list[str]]] | None = None,
+                at: np.ndarray | None = None) -> pl.DataFrame:
         """``user_id, probability, known_user, horizon_days, as_of`` (epoch seconds) for each id, in order.
 
         ``fresh``: per user, (timestamps, item ids) of events after training; they count (the
         as-of moves to the newest). Item ids outside the catalog are skipped (they carry no content).
+        ``at``: int64 ``[n]``, each user's own as-of time (capped at the model's; not with ``fresh``).
         """
+        if fresh is not None and at is not None:
+            raise ValueError("predict: fresh events and per-user as-of times do not combine")
         ids = pl.Series(Columns.USER, user_ids, dtype=pl.String)
         if ids.null_count():
             raise DataError("user_id must not be empty")
@@ -130,7 +133,7 @@ class ReturnArtifact:
                 idx = self.items.to_internal(pl.Series(item_ids, dtype=pl.String), missing="ignore")
                 ok = idx >= 0
                 extra.append((np.asarray(ts, np.int64)[ok], idx[ok]))
-        p, known, as_of = self.model.predict(u, extra)
+        p, known, as_of = self.model.predict(u, extra, at)
         return pl.DataFrame([ids, pl.Series("probability", p, dtype=pl.Float64), pl.Series("known_user", known),
                              pl.Series("horizon_days", np.full(len(ids), self.horizon_days)),
                              pl.Series("as_of", as_of, dtype=pl.Int64)])

@@ -236,28 +236,31 @@ class ReturnModel:
         return net.eval(), kept, (_logits(net, val[0], val[1]) if val is not None else np.zeros(0))
 
     # ------------------------------------------------------------------ predict
-    def predict(self, users: np.ndarray, extra: list[tuple[np.ndarray, np.ndarray]] | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict(self, users: np.ndarray, extra: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                at: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Calibrated probabilities float64 ``[n]`` of int64 ``users`` (outside ``[0, n_users)``: unknown),
         whether each is known (has events), and each answer's as-of time (int64 seconds).
 
         ``extra``: per user, (timestamps, items) of events after training (e.g. fresh ones): they join
-        the user's history and the as-of moves to the newest of them.
+        the user's history and the as-of moves to the newest of them. ``at``: int64 ``[n]``, each
+        user's own as-of time instead of the model's (capped at it): only events at or before it count.
         """
         assert self.net is not None and self.timeline is not None and self.calibrator is not None, "not fitted"
         tl = self.timeline
         users = np.asarray(users, np.int64)
         known = (users >= 0) & (users < tl.n_users)
         as_of = np.full(len(users), self.as_of, np.int64)
-        if extra is not None and any(len(ts) for ts, _ in extra):
+        if at is not None:
+            as_of = np.minimum(np.asarray(at, np.int64), self.as_of)
+        elif extra is not None and any(len(ts) for ts, _ in extra):
             return self._predict_with(users, known, extra)
         idx = np.flatnonzero(known)
-        idx = idx[tl.count_by(users[idx], self.as_of) > tl.indptr[users[idx]]]
+        idx = idx[tl.count_by(users[idx], as_of[idx]) > tl.indptr[users[idx]]]
         p = np.full(len(users), self.prior)
         if len(idx):
-            u = users[idx]
-            p[idx] = self.calibrator(_logits(self.net, tl.features(u, self.as_of, self.config.horizon),
-                                             tl.taste(u, self.as_of, self.item_content)))
+            u, t = users[idx], as_of[idx]
+            p[idx] = self.calibrator(_logits(self.net, tl.features(u, t, self.config.horizon),
+                                             tl.taste(u, t, self.item_content)))
         has = np.zeros(len(users), bool)
         has[idx] = True
         return p, has, as_of

@@ -7,9 +7,9 @@ prints. Per metric (``services.ab.outcomes.METRICS``) and treatment variant:
 * Welch t-test of the per-user metric, treatment - control, with its
   ``1 - alpha`` interval (``alpha`` from the experiment, default 0.05) and
   relative difference (diff / control mean).
-* With a pre-period: CUPED with ``theta = cov(Y, X) / var(X)`` pooled over all
-  users of the experiment; the effect row then carries the adjusted figures and
-  the unadjusted ones under ``unadjusted``.
+* With a pre-period (or a predicted covariate, ``services.ab.covariate``): CUPED with
+  ``theta = cov(Y, X) / var(X)`` pooled over all users of the experiment; the effect
+  row then carries the adjusted figures and the unadjusted ones under ``unadjusted``.
 * A normal-mixture mSPRT over ``looks`` equally spaced looks in time (each look
   uses only the exposures and outcomes up to it): the always-valid p-value,
   which may be watched as often as wanted. The mixture sd is
@@ -103,6 +103,7 @@ class Analysis:
     effects: list[Effect]
     sequential: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
+    covariate: str | None = None  # what CUPED adjusted with (None: no CUPED)
 
     def effect(self, variant: str, metric: str) -> Effect:
         """The effect row of ``variant`` on ``metric``; KeyError if absent."""
@@ -144,15 +145,23 @@ def _arm(frame: pl.DataFrame, variant: str, column: str) -> np.ndarray:
 
 
 def analyze(exposures: pl.DataFrame, outcomes: pl.DataFrame, experiment: Experiment,
-            pre_period: pl.DataFrame | None = None, looks: int = DEFAULT_LOOKS) -> Analysis:
-    """Analyse ``experiment`` from exposures and outcomes (and optional pre-period events).
+            pre_period: pl.DataFrame | None = None, looks: int = DEFAULT_LOOKS,
+            covariate: tuple[pl.DataFrame, str] | None = None) -> Analysis:
+    """Analyse ``experiment`` from exposures and outcomes, with CUPED when given pre-period events
+    or a predicted ``covariate`` (``user_id, covariate`` frame and its description; one of the two).
 
     Raises:
-        DataError: no exposed users, or the control variant has none (UsageError: looks < 1).
+        DataError: no exposed users, or the control variant has none (UsageError: looks < 1, or
+        both a pre-period and a covariate).
     """
     if looks < 1:
         raise UsageError(f"looks must be >= 1, got {looks}")
-    um = user_metrics(exposures, outcomes, experiment, pre_period)
+    if pre_period is not None and covariate is not None:
+        raise UsageError("CUPED takes one covariate: use a pre-period (--pre-period) or a predicted one "
+                         "(--covariate-from), not both")
+    um = user_metrics(exposures, outcomes, experiment, pre_period,
+                      covariate=covariate[0] if covariate is not None else None)
+    cuped = pre_period is not None or covariate is not None
     frame = um.frame
     if frame.height == 0:
         raise DataError(f"experiment {experiment.name!r}: no exposed users to analyse")
@@ -183,13 +192,14 @@ def analyze(exposures: pl.DataFrame, outcomes: pl.DataFrame, experiment: Experim
         if v == control:
             continue
         for metric in METRICS:
-            effects.append(_effect(frame, experiment, v, metric, pre_period is not None, sequential))
+            effects.append(_effect(frame, experiment, v, metric, cuped, sequential))
 
     return Analysis(
         experiment=experiment.name, control=control, alpha=alpha, users=frame.height,
         users_multiple_variants=um.users_multiple_variants, srm_chi2=chi2, srm_p_value=srm_p,
         srm_alert=bool(srm_p < experiment.srm_alpha), srm_alpha=experiment.srm_alpha,
-        cuped=pre_period is not None, variants=variants, effects=effects, sequential=sequential,
+        cuped=cuped, variants=variants, effects=effects, sequential=sequential,
+        covariate=None if not cuped else covariate[1] if covariate is not None else "pre-period metrics",
     )
 
 

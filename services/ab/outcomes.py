@@ -10,7 +10,8 @@ the experiment's ``stop``, if set):
 
 With pre-period events, the same quantities computed on each user's events
 before the first exposure are the CUPED covariates ``pre_ctr`` (the pre-period
-click count: there are no exposures then), ``pre_conversion``, ``pre_value_per_user``.
+click count: there are no exposures then), ``pre_conversion``, ``pre_value_per_user``. Without
+them, one predicted value per user (``services.ab.covariate``) may serve as every metric's covariate.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ METRICS: tuple[str, ...] = ("ctr", "conversion", "value_per_user")
 FIRST = "first_exposure"
 EXPOSURES = "exposures"
 CLICKS = "clicks"
+COVARIATE = "covariate"  # a per-user predicted covariate, the same for every metric
 
 
 def pre(metric: str) -> str:
@@ -53,7 +55,8 @@ def _outcome_aggregates(experiment: Experiment, prefix: str = "") -> list[pl.Exp
 
 
 def user_metrics(exposures: pl.DataFrame, outcomes: pl.DataFrame, experiment: Experiment,
-                 pre_period: pl.DataFrame | None = None, until: int | None = None) -> UserMetrics:
+                 pre_period: pl.DataFrame | None = None, until: int | None = None,
+                 covariate: pl.DataFrame | None = None) -> UserMetrics:
     """Per-user metrics from validated frames (``services.ab.inputs``).
 
     Args:
@@ -62,10 +65,12 @@ def user_metrics(exposures: pl.DataFrame, outcomes: pl.DataFrame, experiment: Ex
         experiment: the definition (event names, ``stop``).
         pre_period: optional events before the experiment (same columns as outcomes).
         until: only data with ``timestamp <= until`` (a look at a running experiment).
+        covariate: optional ``user_id, covariate`` (instead of ``pre_period``): every metric's
+            covariate; a user without a row gets the mean.
 
     Returns:
         ``UserMetrics`` whose frame has ``len(METRICS)`` metric columns (Float64,
-        never null) and, with ``pre_period``, their ``pre_*`` covariates.
+        never null) and, with ``pre_period`` or ``covariate``, their ``pre_*`` covariates.
     """
     U, T = Columns.USER, Columns.TIMESTAMP
     if until is not None:
@@ -93,4 +98,8 @@ def user_metrics(exposures: pl.DataFrame, outcomes: pl.DataFrame, experiment: Ex
         covariates = covariates.rename({f"pre_{CLICKS}": pre("ctr")})
         frame = frame.join(covariates, on=U, how="left").with_columns(
             pl.col([pre(m) for m in METRICS]).fill_null(0.0))
+    elif covariate is not None:
+        frame = frame.join(covariate.select(U, COVARIATE), on=U, how="left")
+        frame = frame.with_columns(pl.col(COVARIATE).fill_null(pl.col(COVARIATE).mean()))
+        frame = frame.with_columns([pl.col(COVARIATE).alias(pre(m)) for m in METRICS]).drop(COVARIATE)
     return UserMetrics(frame.sort(U), mixed)

@@ -64,7 +64,7 @@ def rich_tables(analysis: Analysis) -> list[Any]:
                          *(f"{_num(v.metrics[m].mean)} [{_num(v.metrics[m].ci_low)}, {_num(v.metrics[m].ci_high)}]"
                            for m in METRICS))
     effects = Table(title=f"difference to control ({analysis.control}), {100 * (1 - analysis.alpha):g}% intervals"
-                    + (", CUPED" if analysis.cuped else ""))
+                    + (f", CUPED with {analysis.covariate}" if analysis.cuped else ""))
     for col in ("variant", "metric", "diff", "interval", "relative", "p-value", "always-valid p",
                 *(["variance cut"] if analysis.cuped else [])):
         effects.add_column(col, justify="left" if col in ("variant", "metric") else "right")
@@ -87,7 +87,7 @@ def markdown(analysis: Analysis, title: str | None = None, images: bool = True) 
               + (f" ({a.users_multiple_variants} users seen in several variants were left out)"
                  if a.users_multiple_variants else ""),
               f"- intervals: {100 * (1 - a.alpha):g}%, Welch t on per-user metrics"
-              + ("; CUPED with a pre-period covariate" if a.cuped else ""),
+              + (f"; CUPED with {a.covariate}" if a.cuped else ""),
               f"- sequential: normal-mixture mSPRT over {len(a.sequential['looks'])} looks "
               "(always-valid p-values: safe to watch while the test runs)", ""]
     lines += ["## Sample ratio", ""]

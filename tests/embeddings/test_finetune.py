@@ -65,8 +65,8 @@ def test_train_finetunes_the_text_layers(world, tmp_path):
     out = tmp_path / "artifacts"
     result = CliRunner().invoke(app, [
         "train", "--catalog", str(world.catalog), "--interactions", str(world.train), "--out", str(out),
-        "--vectors", str(world.vectors), "--model", "ncf", "--finetune-layers", "1", "--epochs", "6",
-        "--set", "val_fraction=0", "--set", "finetune_epochs=2", "--set", "progress=false",
+        "--vectors", str(world.vectors), "--model", "ncf", "--finetune-layers", "1", "--epochs", "2",
+        "--set", "val_fraction=0", "--set", "finetune_epochs=1", "--set", "progress=false",
     ])
     assert result.exit_code == 0, result.output
     version = out / (out / "current").read_text().strip()

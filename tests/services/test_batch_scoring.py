@@ -38,6 +38,20 @@ def test_ray_job_matches_in_process(tiny_world, ray_local, tmp_path):
     assert _staging(local.path) == [] and _staging(distributed.path) == []
 
 
+def test_a_job_that_fits_one_partition_skips_the_local_ray(tiny_world, tmp_path, monkeypatch, caplog):
+    """The default local Ray is not started for a job of one partition (it would cost more than the job)."""
+    import tlrec.services.partitions as partitions
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a Ray was started for a one-partition job")
+
+    monkeypatch.setattr(partitions, "_run_on_ray", no_ray)
+    caplog.set_level("INFO", logger="tlrec.services.partitions")
+    result = score_job(tiny_world.artifacts, _users_file(tmp_path, ["u001", "u002"]), 3, tmp_path / "r.parquet",
+                       partition_size=2, progress=False)
+    assert result.users == 2 and "running in process" in caplog.text
+
+
 def test_resume_after_a_failed_partition(tiny_world, ray_local, tmp_path, monkeypatch):
     """One partition fails: nothing is published, the others are kept; the re-run scores only the missing one."""
     users = tiny_world.users

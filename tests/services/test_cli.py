@@ -190,13 +190,14 @@ def test_missing_column_names_file_and_column(movielens, tmp_path):
     bad = tmp_path / "catalog.csv"
     pl.read_parquet(movielens / "catalog.parquet").drop("title").write_csv(bad)
     artifacts = tmp_path / "artifacts"
-    line = error_line(run_tlrec("train", "--catalog", bad, "--interactions", movielens / "interactions.parquet",
-                                "--out", artifacts, "--model", "popularity", check=False))
+    line = error_line(in_process("train", "--catalog", bad, "--interactions", movielens / "interactions.parquet",
+                                "--out", artifacts, "--model", "popularity"))
     assert "catalog.csv" in line and "title" in line
     assert not artifacts.exists() or not any(artifacts.iterdir())
 
 
 def test_unknown_file(tmp_path, movielens):
+    """A real process: exit code 2, one line, no traceback (the other bad-input checks run in process)."""
     line = error_line(run_tlrec("train", "--catalog", tmp_path / "nope.parquet", "--interactions",
                                 movielens / "interactions.parquet", "--out", tmp_path / "a", check=False))
     assert "nope.parquet" in line
@@ -206,8 +207,8 @@ def test_corrupt_parquet(tmp_path, movielens):
     bad = tmp_path / "interactions.parquet"
     bad.write_bytes(b"PAR1" + os.urandom(64))
     artifacts = tmp_path / "a"
-    line = error_line(run_tlrec("train", "--catalog", movielens / "catalog.parquet", "--interactions", bad,
-                                "--out", artifacts, "--model", "popularity", check=False))
+    line = error_line(in_process("train", "--catalog", movielens / "catalog.parquet", "--interactions", bad,
+                                "--out", artifacts, "--model", "popularity"))
     assert "interactions.parquet" in line
     assert not artifacts.exists() or not any(artifacts.iterdir())
 
@@ -215,8 +216,8 @@ def test_corrupt_parquet(tmp_path, movielens):
 def test_bad_timestamp_names_row(tmp_path, movielens):
     bad = tmp_path / "events.csv"
     bad.write_text("user_id,item_id,timestamp\n1,1,100\n1,2,yesterday-ish\n")
-    line = error_line(run_tlrec("train", "--catalog", movielens / "catalog.parquet", "--interactions", bad,
-                                "--out", tmp_path / "a", "--model", "popularity", check=False))
+    line = error_line(in_process("train", "--catalog", movielens / "catalog.parquet", "--interactions", bad,
+                                "--out", tmp_path / "a", "--model", "popularity"))
     assert "events.csv" in line and "row 2" in line and "timestamp" in line
 
 
@@ -225,8 +226,8 @@ def test_k_must_be_positive(world, tmp_path, k):
     users = tmp_path / "users.txt"
     users.write_text("u0001\n")
     out = tmp_path / "recs.parquet"
-    line = error_line(run_tlrec("score", "--artifacts", world.artifacts, "--users", users, "--k", k,
-                                "--out", out, check=False))
+    line = error_line(in_process("score", "--artifacts", world.artifacts, "--users", users, "--k", k,
+                                "--out", out))
     assert "--k" in line
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
 
@@ -241,8 +242,7 @@ def test_corrupt_artifact_refused_by_score(world, tmp_path):
     users = tmp_path / "users.txt"
     users.write_text("u0001\n")
     out = tmp_path / "recs.parquet"
-    line = error_line(run_tlrec("score", "--artifacts", copy, "--users", users, "--k", "3", "--out", out,
-                                check=False))
+    line = error_line(in_process("score", "--artifacts", copy, "--users", users, "--k", "3", "--out", out))
     assert "weights.safetensors" in line and not out.exists()
 
 
@@ -268,8 +268,8 @@ def test_transfer_report_and_modalities_auto(world, tmp_path):
 
 
 def test_modalities_list_must_name_known_ones(world, tmp_path):
-    proc = run_tlrec("train", "--catalog", world.catalog, "--interactions", world.train, "--vectors", world.vectors,
-                     "--out", tmp_path / "a", "--model", "ncf", "--modalities", "text,smell", check=False)
+    proc = in_process("train", "--catalog", world.catalog, "--interactions", world.train, "--vectors", world.vectors,
+                      "--out", tmp_path / "a", "--model", "ncf", "--modalities", "text,smell")
     assert "smell" in error_line(proc) and not (tmp_path / "a" / "current").exists()
 
 
@@ -281,6 +281,12 @@ def _invoke(*args: str | Path):
     from tlrec.services.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def in_process(*args: str | Path) -> subprocess.CompletedProcess:
+    """``tlrec ARGS`` through typer's runner (no start-up cost), shaped like ``run_tlrec``'s answer."""
+    result = _invoke(*args)
+    return subprocess.CompletedProcess([str(a) for a in args], result.exit_code, result.stdout, result.stderr)
 
 
 def _score_args(tmp_path: Path) -> list[str]:

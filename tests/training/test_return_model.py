@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -113,3 +115,18 @@ def test_parse_horizon(text: str, seconds: int) -> None:
 def test_parse_horizon_refuses_what_it_cannot_read(text: str) -> None:
     with pytest.raises(ValueError, match="horizon"):
         parse_horizon(text)
+
+
+def test_a_per_user_as_of_time_reads_only_the_events_before_it(world: dict) -> None:
+    """``predict(at=...)``: each user's answer as of their own time, blind to their later events."""
+    model, users = world["model"], np.arange(world["n_users"])
+    assert np.array_equal(model.predict(users, at=np.full(len(users), DAYS * DAY))[0], model.predict(users)[0])
+    at = np.random.default_rng(5).integers(DAY, DAYS * DAY, len(users))
+    p, known, as_of = model.predict(users, at=at)
+    blind = copy.copy(model)  # the same model, shown only the events at or before each user's time
+    keep = world["timestamps"] <= at[world["users"]]
+    blind.timeline = EventTimeline(world["users"][keep], world["timestamps"][keep], world["items"][keep],
+                                   world["n_users"])
+    p_blind, known_blind, _ = blind.predict(users, at=at)
+    assert np.array_equal(as_of, at) and np.array_equal(known, known_blind) and np.allclose(p, p_blind)
+    assert not known[np.bincount(world["users"][keep], minlength=len(users)) == 0].any()
