@@ -6,8 +6,10 @@ the one with the lower cross-validated log loss is kept (``Calibrator.choose``):
 * ``temperature``: ``p = sigmoid(a * z + b)``, a scale and a shift of the logit (Platt
   scaling; the shift matters when the base rate moved between training and validation);
 * ``isotonic``: a monotone step function of ``z`` (scikit-learn's pool-adjacent-violators),
-  interpolated between its knots and kept within ``[ISOTONIC_FLOOR, 1 - ISOTONIC_FLOOR]`` so
-  log loss stays finite. It needs more examples; with few, cross-validation picks temperature.
+  each step's rate shrunk by one pseudo-example toward the overall rate (a small all-0 block
+  at the low end must not answer 0 for every lower logit), interpolated between its knots and
+  kept within ``[ISOTONIC_FLOOR, 1 - ISOTONIC_FLOOR]``. It needs more examples; with few,
+  cross-validation picks temperature.
 
 A calibrator is a few numbers (``state``/``from_state``: float64 arrays, no pickle).
 """
@@ -71,8 +73,14 @@ class Calibrator:
             res = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
             return cls("temperature", scale=float(res.x[0]), shift=float(res.x[1]))
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(z, y)
-        return cls("isotonic", knots_x=np.asarray(iso.X_thresholds_, np.float64),
-                   knots_y=np.asarray(iso.y_thresholds_, np.float64))
+        # each step is the outcome rate of a block of examples; a small block of all 0s (or 1s) at an end
+        # would answer 0 (or 1) for every logit beyond it: shrink each block's rate toward the overall
+        # rate by one pseudo-example (y = the overall rate), then keep the steps monotone
+        steps, block = np.unique(iso.predict(z), return_inverse=True)
+        sizes, positives = np.bincount(block), np.bincount(block, weights=y)
+        smoothed = np.maximum.accumulate((positives + y.mean()) / (sizes + 1.0))
+        knots_y = smoothed[np.searchsorted(steps, np.asarray(iso.y_thresholds_, np.float64))]
+        return cls("isotonic", knots_x=np.asarray(iso.X_thresholds_, np.float64), knots_y=knots_y)
 
     @classmethod
     def choose(cls, z: np.ndarray, y: np.ndarray, seed: int = 0) -> Calibrator:

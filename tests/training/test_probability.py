@@ -139,3 +139,13 @@ def sp_seen(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int):
     import scipy.sparse as sp
 
     return sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(n_users, n_items))
+
+
+def test_isotonic_does_not_answer_zero_beyond_a_small_empty_block() -> None:
+    """A few negatives below 2,000 examples at a 30% rate: a logit below them is not "never"."""
+    rng = np.random.default_rng(0)
+    z = np.concatenate([[-5.0, -4.0], rng.normal(0, 1, 2000)])
+    y = np.concatenate([[0.0, 0.0], (rng.random(2000) < 0.3).astype(float)])
+    calibrator = Calibrator.fit(z, y, "isotonic")
+    low, high = calibrator(np.array([-10.0, 10.0]))
+    assert 0.01 < low < 0.3 and high < 1 - 1e-3  # before: 0.0001, the floor
