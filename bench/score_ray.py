@@ -67,10 +67,11 @@ if mode == "plain":
     from tlrec.serving.served_model import ServedModel
     from tlrec.files import write_parquet_atomic
     from tlrec.services.files import read_id_list
+    from tlrec.tables import Columns
     from tlrec.services.jobs import frame_of_recommendations
     from pathlib import Path
     served = ServedModel.load(Path(artifacts))
-    ids = list(dict.fromkeys(read_id_list(Path(users), "user")))
+    ids = list(dict.fromkeys(read_id_list(Path(users), "user", Columns.USER)))
     recs = []
     for part in range(0, len(ids), 5000):  # the job's batches: 1,024 users within each partition of 5,000
         for lo in range(part, min(part + 5000, len(ids)), 1024):

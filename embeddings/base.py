@@ -133,7 +133,7 @@ def encode_in_batches(
     NaN row where an input yields nothing, e.g. silent audio). ``label`` (``"image:NAME"``)
     names the progress bar and the warnings.
     """
-    from tqdm.auto import tqdm
+    from tlrec.progress import progress_bar
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -143,7 +143,7 @@ def encode_in_batches(
         return out
     modality = label.split(":", 1)[0]
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        for start in tqdm(range(0, len(items), batch_size), desc=label, unit="batch", disable=not progress):
+        for start in progress_bar(range(0, len(items), batch_size), show=progress, desc=label, unit="batch"):
             chunk = items[start:start + batch_size]
             good: list[int] = []
             loaded: list[Loaded] = []

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tlrec.progress import progress_bar
 
 from tlrec.embeddings.text import TextEncoder
 from tlrec.errors import ConfigError
@@ -76,8 +76,8 @@ class TextTopLayers(nn.Module):
         self.register_buffer("cache", torch.zeros(len(tokens), width, encoder.dim), persistent=False)
         order = np.argsort(-lengths, kind="stable")
         depth = len(layers) - self.n_layers  # hidden_states[depth] enters the first trainable layer
-        with torch.inference_mode(), tqdm(total=len(tokens), desc="finetune cache", unit="text",
-                                          disable=not progress) as bar:
+        with torch.inference_mode(), progress_bar(total=len(tokens), show=progress,
+                                                  desc="finetune cache", unit="text") as bar:
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 w = int(lengths[idx].max())

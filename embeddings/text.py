@@ -593,7 +593,7 @@ class TextEncoder:
         ``batch_size`` texts pads only to its own longest member; results come
         back in input order. Text never fails to decode, so no row is NaN.
         """
-        from tqdm.auto import tqdm
+        from tlrec.progress import progress_bar
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -601,7 +601,7 @@ class TextEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        bar = tqdm(total=len(texts), desc=f"text:{self._label}", unit="text", disable=not progress)
+        bar = progress_bar(total=len(texts), show=progress, desc=f"text:{self._label}", unit="text")
         with self._thread_scope(), bar:
             try:
                 for lo in range(0, len(texts), CHUNK_SIZE):

@@ -138,7 +138,7 @@ def predict_job(artifacts: Path, out: Path, pairs_path: Path | None = None, user
         source = Path(pairs_path)
     else:
         assert users_path is not None
-        rows = list(dict.fromkeys(read_id_list(users_path, "user")))
+        rows = list(dict.fromkeys(read_id_list(users_path, "user", Columns.USER)))
         source = Path(users_path)
     ray_address = ray_or_in_process(ray_address, len(rows), partition_size)
     version_dir = resolve_version(Path(artifacts)).resolve()

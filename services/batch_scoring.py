@@ -40,7 +40,7 @@ from tlrec.services.partitions import (
     run_partitions,
 )
 from tlrec.training.artifacts import resolve_version
-from tlrec.tables import DataError
+from tlrec.tables import Columns, DataError
 from tlrec.training.id_map import IdMap
 
 logger = logging.getLogger(__name__)
@@ -189,9 +189,9 @@ def score_job(
     if partition_size < 1 or batch_size < 1:
         raise UsageError(f"--partition-size and batch size must be >= 1, got {partition_size} and {batch_size}")
     out = Path(out)
-    users = list(dict.fromkeys(read_id_list(users_path, "user")))
+    users = list(dict.fromkeys(read_id_list(users_path, "user", Columns.USER)))
     ray_address = ray_or_in_process(ray_address, len(users), partition_size)
-    candidates = read_id_list(candidates_path, "candidate item") if candidates_path is not None else None
+    candidates = read_id_list(candidates_path, "candidate item", Columns.ITEM) if candidates_path is not None else None
     version_dir = resolve_version(Path(artifacts)).resolve()
     # Load (verify every file, parse and check it) here, before the staging folder exists and any
     # worker starts: a bad artifact is one ArtifactError line naming the file and leaves nothing behind.

@@ -233,8 +233,9 @@ def evaluate(
         help="Test interactions (not used in training); with --transfer-report, ALL interactions (it splits them).")],
     artifacts: Annotated[Path | None, typer.Option(help="Artifacts root or version directory.")] = None,
     k: Annotated[str, typer.Option(help="Cut-offs, comma-separated.")] = "10,20",
-    report: Annotated[Path | None, typer.Option(help="Write the report (Markdown, JSON, PNG) into this directory.")]
-    = None,
+    report: Annotated[Path | None, typer.Option(
+        help="Write the report into this directory: report.md, TASK.json (recommend.json, next_item.json, "
+             "propensity.json, return.json) and a PNG (NDCG by user activity, or the reliability diagram).")] = None,
     transfer_report: Annotated[bool, typer.Option(
         "--transfer-report", help="Train NCF with and without pre-trained features, and per modality; report the "
                                   "gain for warm users, sparse users and cold items (needs --catalog, --vectors).")
@@ -287,10 +288,12 @@ def evaluate(
 @friendly_errors
 def score(
     artifacts: Annotated[Path, typer.Option(help="Artifacts root or version directory.")],
-    users: Annotated[Path, typer.Option(help="File with one user id a line.")],
+    users: Annotated[Path, typer.Option(
+        help="Users: one id a line, or a table (Parquet, CSV, JSON lines) with a user_id column.")],
     k: Annotated[int, typer.Option(help="Items per user.")],
     out: Annotated[Path, typer.Option(help="Output Parquet: user_id, item_id, score, rank, model_version.")],
-    candidates: Annotated[Path | None, typer.Option(help="File with one item id a line: rank only these.")] = None,
+    candidates: Annotated[Path | None, typer.Option(
+        help="Rank only these items: one id a line, or a table with an item_id column.")] = None,
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop items seen in training.")] = False,
     ray_address: Annotated[
         str, typer.Option(help="Ray cluster to run on: 'local' starts one here; 'auto' or ray://host:port joins one.")
@@ -320,7 +323,8 @@ def predict(
              "user_id, probability, known_user, horizon_days, as_of, model_version (--users).")],
     pairs: Annotated[Path | None, typer.Option(
         help="Propensity: file of user_id, item_id pairs (CSV, Parquet or JSONL).")] = None,
-    users: Annotated[Path | None, typer.Option(help="Return: file with one user id a line.")] = None,
+    users: Annotated[Path | None, typer.Option(
+        help="Return: users, one id a line or a table with a user_id column.")] = None,
     ray_address: Annotated[str, typer.Option(
         help="Ray cluster to run on: 'local' starts one here (only for more than one partition); 'auto' or "
              "ray://host:port joins one.")] = "local",

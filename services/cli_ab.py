@@ -83,7 +83,8 @@ def validate(experiment: ExperimentArg) -> None:
 @friendly_errors
 def assign(
     experiment: ExperimentArg,
-    users: Annotated[Path, typer.Option(help="File with one user id a line.")],
+    users: Annotated[Path, typer.Option(
+        help="Users: one id a line, or a table (Parquet, CSV, JSON lines) with a user_id column.")],
     out: Annotated[Path, typer.Option(help="Output Parquet: user_id, experiment, variant (users in the traffic).")],
 ) -> None:
     """Assign users to variants with the stable hash the API uses."""

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
+from tlrec.progress import progress_bar
 from tlrec.ray_cluster import LOCAL, start_ray, stop_ray
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def run_partitions(worker: type[Worker], spec_for: Callable[[Path], Any], rows: 
         logger.info("resuming: %d of %d partitions already done in %s", reused, len(partitions), staging.name)
     spec = spec_for(staging)
     done_rows = len(rows) - sum(len(partitions[i]) for i in todo)
-    bar = tqdm(total=len(rows), initial=done_rows, desc=desc, unit=unit, disable=not progress, smoothing=0.1)
+    bar = progress_bar(total=len(rows), initial=done_rows, show=progress, desc=desc, unit=unit, smoothing=0.1)
     try:
         if ray_address is None:
             results, failures = _run_in_process(worker, spec, partitions, todo, bar, local)

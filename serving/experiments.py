@@ -143,6 +143,10 @@ class Experiment(BaseModel):
             raise ValueError(f"control {self.control!r} is not a variant (variants: {', '.join(names)})")
         if self.start is not None and self.stop is not None and self.stop <= self.start:
             raise ValueError(f"stop ({self.stop.isoformat()}) must be after start ({self.start.isoformat()})")
+        # the defaults that depend on other fields, filled in so that the parsed experiment says them
+        # (frozen: set once, here, before anyone reads it)
+        object.__setattr__(self, "control", self.control_variant)
+        object.__setattr__(self, "value_events", self.value_event_names)
         return self
 
     # ------------------------------------------------------------------ helpers

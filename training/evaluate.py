@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from tlrec.files import write_json_atomic
 from tlrec.tables import Columns
 from tlrec.training.metrics import evaluate_rankings
 
@@ -103,7 +104,8 @@ def evaluate_segments(
 
 def write_report(results: Mapping[str, Mapping[str, Mapping[str, float]]], out_dir: Path, title: str,
                  ks: Sequence[int] = (10, 20), notes: Sequence[str] = ()) -> Path:
-    """Write ``report.md`` and ``segments_ndcg.png`` into ``out_dir``; returns the Markdown path.
+    """Write ``report.md``, ``recommend.json`` (``results`` as they are) and ``segments_ndcg.png`` into
+    ``out_dir``; returns the Markdown path.
 
     ``results``: model name -> ``evaluate_segments`` output.
     """
@@ -143,6 +145,7 @@ def write_report(results: Mapping[str, Mapping[str, Mapping[str, float]]], out_d
     fig.savefig(out_dir / "segments_ndcg.png", dpi=110)
     plt.close(fig)
     lines += ["", "![ndcg by segment](segments_ndcg.png)", ""]
+    write_json_atomic(out_dir / "recommend.json", results)
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

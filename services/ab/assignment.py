@@ -38,7 +38,7 @@ def assign_job(experiment: Experiment, users_path: Path, out: Path) -> tuple[pl.
 
     Returns the frame and the number of users per variant (plus ``"(not in experiment)"``).
     """
-    users = list(dict.fromkeys(read_id_list(users_path, "user")))
+    users = list(dict.fromkeys(read_id_list(users_path, "user", Columns.USER)))
     frame = assign_users(experiment, users)
     write_parquet_atomic(frame, out)
     counts = {v: int((frame[VARIANT] == v).sum()) for v in experiment.variant_names}

@@ -33,7 +33,7 @@ from tlrec.services.demo_catalog.text import (
     product_text,
     track_text,
 )
-from tqdm.auto import tqdm
+from tlrec.progress import progress_bar
 
 from tlrec.files import write_bytes_atomic, write_parquet_atomic
 
@@ -143,7 +143,7 @@ def _build_content(
     cold_delay = meta_rng.integers(3_600, 3 * 86_400, size=n)
     created[:] = np.where(items.cold, EPOCH + WINDOW_S + cold_delay, EPOCH - warm_age)
 
-    with tqdm(total=n, desc="demo items", unit="item", disable=not progress) as bar:
+    with progress_bar(total=n, show=progress, desc="demo items", unit="item") as bar:
         for i, (item_id, domain) in enumerate(zip(items.item_id, items.domain)):
             rng = _child_rng(seed, 3, i)
             topic = TOPICS[int(items.topic[i])].split(":", 1)[1]
@@ -247,7 +247,7 @@ def _build_users(
     taste_users: list[str] = []
     taste_topics: list[str] = []
     cols: dict[str, list[np.ndarray]] = {"user": [], "item": [], "ts": [], "event": [], "value": []}
-    with tqdm(total=n_users, desc="demo users", unit="user", disable=not progress) as bar:
+    with progress_bar(total=n_users, show=progress, desc="demo users", unit="user") as bar:
         for u in range(n_users):
             urng = _child_rng(seed, 5, u)
             n_fav_topics = int(urng.choice([2, 3], p=[0.5, 0.5]))

@@ -143,6 +143,8 @@ def test_evaluate_prints_table_and_writes_report(world, tmp_path):
     text = (report / "report.md").read_text()
     assert "by user activity" in text and "| ncf |" in text
     assert (report / "segments_ndcg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figures = json.loads((report / "recommend.json").read_text())["ncf"]["all"]  # --help promises JSON too
+    assert f"{figures['ndcg@5']:.4f}" in proc.stdout
 
 
 def test_embed_command(world, tmp_path):

@@ -54,6 +54,8 @@ def test_load_yaml_with_defaults(tmp_path):
     assert exp.click_events == ["click"] and exp.value_event_names == ["purchase", "convert"]
     assert not exp.is_active(dt.datetime(2026, 10, 31, 23, 59)) and exp.is_active(dt.datetime(2026, 11, 1))
     assert Experiment.model_validate_json(exp.model_dump_json()) == exp  # round-trips
+    shown = json.loads(exp.model_dump_json())  # what `tlrec ab validate` prints: no default left as null
+    assert shown["control"] == "control" and shown["value_events"] == ["purchase", "convert"]
 
 
 @pytest.mark.parametrize("text, expected", [

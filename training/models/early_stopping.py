@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from torch import nn
-from tqdm.auto import tqdm
+from tlrec.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ class EarlyStopping:
         self.bad = 0
         self.stopped = False
         self.postfix: dict[str, str] = {}
-        self._bar = tqdm(total=None if validate else epochs, desc=desc, unit="epoch", disable=not progress,
-                         leave=False)
+        self._bar = progress_bar(total=None if validate else epochs, show=progress, desc=desc, unit="epoch",
+                                 leave=False)
 
     def __iter__(self) -> Iterator[int]:
         try:

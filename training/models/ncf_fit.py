@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tlrec.progress import progress_bar
 
 from tlrec.errors import ConfigError
 from tlrec.tables import DataError
@@ -172,8 +172,8 @@ class NCFTrainer:
                                 {"params": tower.parameters(), "lr": cfg.finetune_lr}])
         batch = cfg.batch_users
         tower.train()
-        for _ in tqdm(range(cfg.finetune_epochs), desc="ncf finetune", unit="epoch", disable=not cfg.progress,
-                      leave=False):
+        for _ in progress_bar(range(cfg.finetune_epochs), show=cfg.progress, desc="ncf finetune", unit="epoch",
+                              leave=False):
             net.train()
             order = rng.permutation(active)
             for b in range(math.ceil(len(order) / batch)):
