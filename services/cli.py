@@ -125,6 +125,27 @@ def import_movielens(
 
 @app.command()
 @friendly_errors
+def split(
+    interactions: Annotated[Path, typer.Option(help="All interactions (Parquet, CSV or JSON lines).")],
+    out: Annotated[Path, typer.Option(help="Output folder for train.parquet and test.parquet.")],
+    by: Annotated[str, typer.Option(
+        help="auto (time if the order of each user's events carries signal, else random); time: each user's "
+             "newest events; random: as many, drawn at random; global-time: everything after one cutoff; users, "
+             "items: a share of users (items) with all their events.")] = "auto",
+    test_fraction: Annotated[float, typer.Option(help="Share of events (of users, of items) in test.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the random draws.")] = 0,
+) -> None:
+    """Hold out test interactions: train on OUT/train.parquet, evaluate on OUT/test.parquet."""
+    from tlrec.services.split import split_job
+
+    result = split_job(interactions, out, by, test_fraction, seed)
+    logger.info("split by %s: %d train / %d test interactions (%d users in test)", result.by, result.train_rows,
+                result.test_rows, result.test_users)
+    typer.echo(f"{result.train}\n{result.test}")
+
+
+@app.command()
+@friendly_errors
 def embed(
     catalog: Annotated[Path, typer.Option(help="Catalog file (Parquet, CSV or JSONL).")],
     out: Annotated[Path, typer.Option(help="Item-vectors Parquet to write (+ .manifest.json).")],

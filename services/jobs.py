@@ -189,6 +189,11 @@ def evaluate_job(
     if (~known_items).any():
         logger.warning("%d test interactions name items the model does not know; dropped", int((~known_items).sum()))
         test = test.filter(known_items)
+    seen = served.seen.tocoo()
+    train = pl.DataFrame({Columns.USER: np.asarray(served.users.external, dtype=object)[seen.row].tolist(),
+                          Columns.ITEM: np.asarray(served.items.external, dtype=object)[seen.col].tolist()},
+                         schema={Columns.USER: pl.String, Columns.ITEM: pl.String})
+    _warn_if_trained_on(test, train, interactions_path, exclude_seen)
     if task == "next-item":
         results = {served.model.name: evaluate_next_item(served, test, ks, exclude_seen)}
         if report is not None:
@@ -206,10 +211,6 @@ def evaluate_job(
     users = test[Columns.USER].unique(maintain_order=True).to_list()
     recs = served.recommend(users, max(ks), exclude_seen=exclude_seen)
     ranked = {r.user_id: r.item_ids for r in recs}
-    seen = served.seen.tocoo()
-    train = pl.DataFrame({Columns.USER: np.asarray(served.users.external, dtype=object)[seen.row].tolist(),
-                          Columns.ITEM: np.asarray(served.items.external, dtype=object)[seen.col].tolist()},
-                         schema={Columns.USER: pl.String, Columns.ITEM: pl.String})
     results = evaluate_segments(ranked, test, train, ks=ks, n_items=len(served.items))
     if report is not None:
         path = write_report({served.model.name: results}, report, f"Evaluation of {served.version}", ks,
@@ -217,6 +218,26 @@ def evaluate_job(
                                    f"seen items {'excluded' if exclude_seen else 'kept'}."])
         logger.info("wrote %s", path)
     return results
+
+
+#: Above this share of test interactions on pairs the model was trained on, the test set is probably training data.
+TRAINED_ON_WARNING = 0.5
+
+
+def _warn_if_trained_on(test: pl.DataFrame, train_pairs: pl.DataFrame, path: Path, exclude_seen: bool) -> float:
+    """Log a warning when most test interactions are (user, item) pairs of the training data (``user_id,
+    item_id``): with seen items excluded they can never be hits, so every figure is near zero. Returns the share."""
+    if test.is_empty():
+        return 0.0
+    pairs = test.select(pl.col(Columns.USER).cast(pl.String), pl.col(Columns.ITEM).cast(pl.String))
+    share = pairs.join(train_pairs, on=[Columns.USER, Columns.ITEM], how="semi").height / pairs.height
+    if share >= TRAINED_ON_WARNING:
+        consequence = ("they are excluded from the rankings as seen, so they cannot count as hits and the figures "
+                       "are near zero" if exclude_seen else "the figures measure recall of training data")
+        logger.warning("%s: %.0f%% of the test interactions are user-item pairs the model was trained on: %s. "
+                       "Evaluate on held-out interactions: `tlrec split --interactions ALL --out DIR`, train on "
+                       "DIR/train.parquet, evaluate on DIR/test.parquet", path, 100 * share, consequence)
+    return share
 
 
 def evaluate_next_item(served: ServedModel, test: pl.DataFrame, ks: Sequence[int],

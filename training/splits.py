@@ -18,7 +18,7 @@ from tlrec.tables import Columns, DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cold_item_split", "global_temporal_split", "leave_last_out", "random_split", "temporal_split"]
+__all__ = ["cold_item_split", "cold_user_split", "global_temporal_split", "leave_last_out", "random_split", "temporal_split"]
 
 _ROW = "__split_row"
 # Guards ceil() against float error: 0.1 * 30 == 3.0000000000000004 must give 3.
@@ -153,24 +153,34 @@ def cold_item_split(
         ValueError: ``fraction`` not in (0, 1), fewer than 2 distinct items, or a
             missing column.
     """
+    return _hold_out(interactions, Columns.ITEM, "item", fraction, seed)
+
+
+def cold_user_split(
+    interactions: pl.DataFrame, fraction: float = 0.2, seed: int = 0
+) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """Hold out a seeded share of users with ALL their interactions (new users: answered from the
+    history they bring). As :func:`cold_item_split`, by user; returns ``(train, test, cold_user_ids)``."""
+    return _hold_out(interactions, Columns.USER, "user", fraction, seed)
+
+
+def _hold_out(interactions: pl.DataFrame, column: str, what: str, fraction: float, seed: int
+              ) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
     _check_fraction("fraction", fraction)
-    C = Columns
-    _check_columns(interactions, C.ITEM)
-    items = np.array(sorted(interactions[C.ITEM].cast(pl.String).unique().to_list()), dtype=object)
-    n = len(items)
+    _check_columns(interactions, column)
+    ids = np.array(sorted(interactions[column].cast(pl.String).unique().to_list()), dtype=object)
+    n = len(ids)
     if n < 2:
-        raise DataError(f"cold_item_split needs at least 2 distinct items, got {n}")
+        raise DataError(f"cold_{what}_split needs at least 2 distinct {what}s, got {n}")
     n_cold = min(max(1, math.floor(fraction * n + 0.5)), n - 1)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(n, size=n_cold, replace=False)
-    cold = sorted(items[chosen].tolist())
-    is_cold = interactions[C.ITEM].cast(pl.String).is_in(pl.Series(cold, dtype=pl.String).implode())
+    cold = sorted(ids[chosen].tolist())
+    is_cold = interactions[column].cast(pl.String).is_in(pl.Series(cold, dtype=pl.String).implode())
     train = interactions.filter(~is_cold)
     test = interactions.filter(is_cold)
-    logger.info(
-        "cold-item split: %d of %d items cold, %d train / %d test interactions",
-        n_cold, n, train.height, test.height,
-    )
+    logger.info("cold-%s split: %d of %d %ss cold, %d train / %d test interactions",
+                what, n_cold, n, what, train.height, test.height)
     return train, test, cold
 
 
