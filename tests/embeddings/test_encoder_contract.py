@@ -4,10 +4,12 @@ input it cannot read, and MiniLM a known vector."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from tlrec.embeddings.registry import builtin_names, get_encoder, modality_of
+from tlrec.embeddings.registry import builtin_names, describe, get_encoder, modality_of
 
 SR = 16_000
 
@@ -33,6 +35,11 @@ def test_encoder_contract(name, chelsea, sine, tmp_path):
     encoder = get_encoder(name)
     modality = modality_of(name)
     assert encoder.card.modality == modality and encoder.card.dim > 0
+    described = describe(name)  # what `tlrec encoders list` shows without loading
+    if name == "minilm-int8":  # the probe chose its layers at load (or fell back to fp32): the card says which
+        described = (describe("minilm") if encoder.card.name == "minilm"
+                     else dataclasses.replace(described, version=encoder.card.version))
+    assert described == encoder.card
     inputs = _inputs(modality, chelsea, sine)
 
     vectors = encoder.encode(inputs, batch_size=2)
