@@ -56,9 +56,12 @@ def compare(
     interactions: Annotated[Path, typer.Option(help="Interactions file (Parquet, CSV or JSONL).")],
     encoders: Annotated[
         str | None,
-        typer.Option(help="Comma-separated encoder names (e.g. minilm,hf:/models/bert); default: the "
-                          "registry default of each modality the catalog has (+ crepe-full with audio)."),
+        typer.Option(help="Comma-separated encoder names (e.g. minilm,crepe-full,hf:/models/bert); default: the "
+                          "registry default of each modality the catalog has."),
     ] = None,
+    vectors: Annotated[Path | None, typer.Option(
+        help="Item vectors from `tlrec embed`: their vectors are reused where the encoder version and the "
+             "item's input match (speed is then timed on a sample).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for encoders_compare.md, .json and .png.")] = Path("."),
     k: Annotated[int, typer.Option(help="Cut-off of the cold-item recall@k and ndcg@k.")] = 20,
     cold_fraction: Annotated[float, typer.Option(help="Share of items held out cold.")] = 0.2,
@@ -74,7 +77,8 @@ def compare(
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     report = compare_encoders(catalog, interactions, names, k=k, cold_fraction=cold_fraction, seed=seed,
-                              batch_size=batch_size, progress=sys.stderr.isatty())
+                              batch_size=batch_size, progress=True, vectors_path=vectors,
+                              on_result=lambda so_far: write_report(so_far, out))  # kept if stopped later
     _console().print(compare_table(report))
     paths = write_report(report, out)
     typer.echo("\n".join(str(p) for p in paths.values()))

@@ -33,12 +33,12 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import polars as pl
 
-from tlrec.errors import ConfigError, UsageError
+from tlrec.errors import UsageError
 from tlrec.tables import Columns, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,13 +55,14 @@ __all__ = [
     "compare_encoders",
     "compare_table",
     "default_encoders",
-    "encoder_inputs",
     "list_cards",
     "write_report",
 ]
 
 REPORT_STEM = "encoders_compare"
 _WARMUP_ITEMS = 4
+#: Items timed for the speed column when every vector was reused from a vectors file.
+SPEED_SAMPLE = 64
 
 
 # --------------------------------------------------------------------------- cards
@@ -92,50 +93,14 @@ def cards_table(cards: Sequence[ModelCard]) -> Table:
 # --------------------------------------------------------------------------- inputs
 
 
-def _clean(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def encoder_inputs(catalog: pl.DataFrame, modality: str) -> list[Any]:
-    """One input per catalog row for ``modality`` (None where the item has none).
-
-    text: ``"title. description"`` (one part if the other is empty); image /
-    audio: the path in ``image_path`` / ``audio_path`` (made absolute by
-    :func:`training.data.load_catalog`).
-    """
-    C = Columns
-    if modality == "text":
-        titles = catalog[C.TITLE].cast(pl.String).to_list() if C.TITLE in catalog.columns else [None] * catalog.height
-        descs = (catalog[C.DESCRIPTION].cast(pl.String).to_list() if C.DESCRIPTION in catalog.columns
-                 else [None] * catalog.height)
-        out: list[Any] = []
-        for title, desc in zip(titles, descs):
-            parts = [p for p in (_clean(title), _clean(desc)) if p]
-            out.append(". ".join(parts) if parts else None)
-        return out
-    column = {"image": C.IMAGE_PATH, "audio": C.AUDIO_PATH}.get(modality)
-    if column is None:
-        raise ConfigError(f"unknown modality {modality!r}; allowed: text, image, audio")
-    if column not in catalog.columns:
-        return [None] * catalog.height
-    return [_clean(v) for v in catalog[column].cast(pl.String).to_list()]
-
-
 def default_encoders(catalog: pl.DataFrame) -> list[str]:
-    """Registry defaults for the modalities the catalog has input for (+ ``crepe-full`` with audio)."""
+    """Registry defaults (``tlrec embed``'s) for the modalities the catalog has input for; the larger
+    ones (``crepe-full``: about 40x slower than ``crepe-tiny``) are compared when named."""
     from tlrec.embeddings.base import MODALITIES
+    from tlrec.embeddings.catalog_inputs import has_input
     from tlrec.embeddings.registry import DEFAULTS
 
-    names: list[str] = []
-    for modality in MODALITIES:
-        if any(v is not None for v in encoder_inputs(catalog, modality)):
-            names.append(DEFAULTS[modality])
-            if modality == "audio" and "crepe-full" not in names:
-                names.append("crepe-full")
-    return names
+    return [DEFAULTS[modality] for modality in MODALITIES if has_input(catalog, modality)]
 
 
 # --------------------------------------------------------------------------- comparison
@@ -162,6 +127,7 @@ class EncoderResult:
     recall: float
     ndcg: float
     metrics: dict[str, float] = field(default_factory=dict)
+    items_reused: int = 0  # vectors taken from the given vectors file (speed then timed on a sample)
 
 
 @dataclass
@@ -201,6 +167,35 @@ def _encode_timed(encoder: Any, inputs: list[Any], batch_size: int, progress: bo
     return np.asarray(vectors, dtype=np.float32), time.perf_counter() - start
 
 
+def _encode_estimated(encoder: Any, inputs: list[Any], batch_size: int, progress: bool) -> tuple[np.ndarray, float]:
+    """``_encode_timed``, after logging an estimate of the time from a first timed batch."""
+    first = inputs[:batch_size]
+    start = time.perf_counter()
+    encoder.encode(first, batch_size=batch_size)  # also the warm-up
+    per_item = (time.perf_counter() - start) / max(1, len(first))
+    logger.info("%s: %d items to encode, about %s (%.2f s per item on a first batch)", encoder.card.name,
+                len(inputs), _duration(per_item * len(inputs)), per_item)
+    start = time.perf_counter()
+    vectors = encoder.encode(inputs, batch_size=batch_size, progress=progress)
+    return np.asarray(vectors, dtype=np.float32), time.perf_counter() - start
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _previous_vectors(path: str | Path | None) -> Any:
+    """A ``PreviousVectors`` index of ``path`` (``None`` for no path); DataError if it is not a vectors file."""
+    if path is None:
+        return None
+    from tlrec.embeddings.embed_catalog import PreviousVectors
+
+    previous = PreviousVectors.open(path)
+    if previous is None:
+        raise DataError(f"{path}: not a readable item-vectors file (from `tlrec embed`)")
+    return previous
+
+
 def _evaluate(vectors: np.ndarray, data: Any, cold_idx: np.ndarray, test: pl.DataFrame, k: int) -> dict[str, float]:
     """Cold-item metrics of the content-only model on ``vectors`` (``[n_items, d]``, zero rows = none)."""
     from tlrec.training.metrics import evaluate_rankings
@@ -216,8 +211,16 @@ def _evaluate(vectors: np.ndarray, data: Any, cold_idx: np.ndarray, test: pl.Dat
 
 def compare_encoders(catalog_path: str | Path, interactions_path: str | Path,
                      encoders: Sequence[str] | None = None, *, k: int = 20, cold_fraction: float = 0.2,
-                     seed: int = 0, batch_size: int = 32, progress: bool = False) -> CompareReport:
+                     seed: int = 0, batch_size: int = 32, progress: bool = False,
+                     vectors_path: str | Path | None = None,
+                     on_result: Callable[[CompareReport], None] | None = None) -> CompareReport:
     """Measure speed, size and cold-item accuracy of each encoder on the given catalog.
+
+    Vectors of an existing vectors file (``vectors_path``, from ``tlrec embed``) are reused where
+    its encoder version and the item's content hash match: only the other items are encoded, and
+    speed is timed on a sample of ``SPEED_SAMPLE`` items. Before encoding, each encoder logs an
+    estimate of its time (from a first timed batch); ``on_result`` gets the report so far after
+    each encoder, so a long comparison that is stopped keeps what it measured.
 
     Args:
         catalog_path, interactions_path: files read and validated with
@@ -229,6 +232,8 @@ def compare_encoders(catalog_path: str | Path, interactions_path: str | Path,
         cold_fraction, seed: share of items held out cold, and the split's seed.
         batch_size: encoder batch size.
         progress: show a progress bar while encoding.
+        vectors_path: an item-vectors Parquet to reuse vectors from (optional).
+        on_result: called with the report so far after each encoder.
 
     Returns:
         A :class:`CompareReport`, encoders in the order given.
@@ -239,6 +244,7 @@ def compare_encoders(catalog_path: str | Path, interactions_path: str | Path,
             whose modality has no input in the catalog, bad ``k`` / fraction.
         OSError: an ``hf:`` model that cannot be loaded.
     """
+    from tlrec.embeddings.catalog_inputs import content_hashes, encoder_inputs
     from tlrec.embeddings.registry import canonical_name, get_encoder, modality_of
     from tlrec.training.data import load_catalog, load_interactions
     from tlrec.training.id_map import IdMap
@@ -258,7 +264,7 @@ def compare_encoders(catalog_path: str | Path, interactions_path: str | Path,
     for name in names:
         modality = modality_of(name)
         if modality not in inputs_by_modality:
-            inputs_by_modality[modality] = encoder_inputs(catalog, modality)
+            inputs_by_modality[modality] = encoder_inputs(catalog, modality, None)  # paths made absolute on load
         if all(v is None for v in inputs_by_modality[modality]):
             raise DataError(f"encoder {name!r} reads {modality}, but no item of {Path(catalog_path).name} "
                              f"has {modality} input")
@@ -279,7 +285,15 @@ def compare_encoders(catalog_path: str | Path, interactions_path: str | Path,
     cold_idx = items.to_internal(cold)
     random_recall = min(k, len(cold)) / len(cold)  # each relevant cold item is in a random top-k w.p. k/n
 
+    previous = _previous_vectors(vectors_path)
     results: list[EncoderResult] = []
+    report = CompareReport(
+        catalog=str(catalog_path), interactions=str(interactions_path), k=k, seed=seed,
+        cold_fraction=cold_fraction, n_items=len(items), n_interactions=interactions.height,
+        n_cold_items=len(cold), n_test_users=int(test_eval[Columns.USER].n_unique()),
+        n_users_without_profile=n_without, random_recall=random_recall, results=results,
+    )
+    item_ids = items.external.tolist()
     for name in names:
         modality = modality_of(name)
         inputs = inputs_by_modality[modality]
@@ -288,31 +302,39 @@ def compare_encoders(catalog_path: str | Path, interactions_path: str | Path,
         encoder = get_encoder(name)
         load_s = time.perf_counter() - start
         card = encoder.card
-        logger.info("encoding %d items with %s (%s, %d-d)", len(rows), card.name, modality, card.dim)
-        encoded, encode_s = _encode_timed(encoder, [inputs[i] for i in rows], batch_size, progress)
-        vectors = np.zeros((len(items), card.dim), dtype=np.float32)
-        vectors[rows] = encoded
+        reused: dict[int, np.ndarray] = {}
+        if previous is not None:  # same encoder version and same input bytes: the same vector
+            reused = previous.lookup(modality, card.version, item_ids, content_hashes(modality, inputs))
+        todo = [i for i in rows if i not in reused]
+        vectors = np.full((len(items), card.dim), np.nan, dtype=np.float32)
+        for i, vec in reused.items():
+            vectors[i] = vec
+        if todo:
+            vectors[todo], encode_s = _encode_estimated(encoder, [inputs[i] for i in todo], batch_size, progress)
+            timed = len(todo)
+        else:  # every vector reused: time a sample for the speed column
+            timed = min(SPEED_SAMPLE, len(rows))
+            _, encode_s = _encode_timed(encoder, [inputs[i] for i in rows[:timed]], batch_size, False)
+        logger.info("%s (%s, %d-d): %d items encoded, %d reused from %s", card.name, modality, card.dim, len(todo),
+                    len(reused), vectors_path)
         failed = np.isnan(vectors).any(axis=1)
         vectors[failed] = 0.0
         metrics = _evaluate(vectors, data, cold_idx, test_eval, k)
-        n_failed = int(failed.sum())
+        n_failed = int(failed[rows].sum())
         results.append(EncoderResult(
             encoder=name, modality=modality, dim=card.dim, params=card.params, size_mb=card.size_mb,
             framework=card.framework, file_format=card.file_format, version=card.version,
             items_with_input=len(rows), items_failed=n_failed,
             coverage=(len(rows) - n_failed) / max(1, len(items)),
-            load_s=load_s, encode_s=encode_s, items_per_s=len(rows) / max(encode_s, 1e-9),
+            load_s=load_s, encode_s=encode_s, items_per_s=timed / max(encode_s, 1e-9),
             recall=float(metrics[f"recall@{k}"]), ndcg=float(metrics[f"ndcg@{k}"]),
-            metrics={key: float(v) for key, v in metrics.items()},
+            metrics={key: float(v) for key, v in metrics.items()}, items_reused=len(reused),
         ))
         logger.info("%s: %.1f items/s, recall@%d %.4f, ndcg@%d %.4f", name, results[-1].items_per_s, k,
                     results[-1].recall, k, results[-1].ndcg)
-    return CompareReport(
-        catalog=str(catalog_path), interactions=str(interactions_path), k=k, seed=seed,
-        cold_fraction=cold_fraction, n_items=len(items), n_interactions=interactions.height,
-        n_cold_items=len(cold), n_test_users=int(test_eval[Columns.USER].n_unique()),
-        n_users_without_profile=n_without, random_recall=random_recall, results=results,
-    )
+        if on_result is not None:
+            on_result(report)
+    return report
 
 
 # --------------------------------------------------------------------------- output

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from tlrec.services.cli_encoders import encoders_app
 from tlrec.services.demo_catalog import generate_demo
-from tlrec.services.encoders import compare_encoders, default_encoders, encoder_inputs
+from tlrec.embeddings.catalog_inputs import encoder_inputs
+from tlrec.services.encoders import compare_encoders, default_encoders
 from tlrec.training.data import load_catalog
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -114,11 +115,11 @@ def test_minilm_beats_a_random_tiny_bert_on_films(compared):
 
 def test_default_encoders_follow_the_catalog(demo, films):
     full = load_catalog(demo.catalog)
-    assert default_encoders(full) == ["minilm", "efficientnet-lite0", "crepe-tiny", "crepe-full"]
+    assert default_encoders(full) == ["minilm", "efficientnet-lite0", "crepe-tiny"]
     assert default_encoders(load_catalog(films[0])) == ["minilm"]
-    texts = encoder_inputs(full, "text")
+    texts = encoder_inputs(full, "text", None)
     assert all(isinstance(t, str) and ". " in t for t in texts)
-    images = encoder_inputs(full, "image")
+    images = encoder_inputs(full, "image", None)
     assert sum(p is not None for p in images) == 36 and all(p is None or Path(p).is_absolute() for p in images)
 
 
@@ -134,3 +135,29 @@ def test_compare_bad_input_is_one_line(films, tmp_path):
                                            "--interactions", str(interactions)])
     assert missing.exit_code == 2 and "nope.csv" in missing.output
     assert not list(tmp_path.glob("encoders_compare.*"))
+
+
+def test_compare_reuses_embedded_vectors_and_keeps_each_result_as_it_comes(compared, films, tiny_bert, tmp_path):
+    """Issue 16, item 3: vectors from `tlrec embed` are not computed again, and a stopped run keeps its rows."""
+    from tlrec.embeddings.embed_catalog import embed_catalog
+    from tlrec.services.encoders import write_report
+
+    catalog, interactions = films
+    vectors = embed_catalog(load_catalog(catalog), tmp_path / "vectors.parquet", image=None, audio=None,
+                            progress=False)
+    written: list[int] = []
+
+    def keep_then_stop(so_far) -> None:
+        write_report(so_far, tmp_path / "report")
+        written.append(len(so_far.results))
+        raise KeyboardInterrupt  # the user stops the run after the first encoder
+
+    with pytest.raises(KeyboardInterrupt):
+        compare_encoders(catalog, interactions, ["minilm", f"hf:{tiny_bert}"], k=3, vectors_path=vectors,
+                         on_result=keep_then_stop)
+    kept = json.loads((tmp_path / "report" / "encoders_compare.json").read_text())["results"]
+    assert written == [1] and [r["encoder"] for r in kept] == ["minilm"]
+    assert kept[0]["items_reused"] == kept[0]["items_with_input"] == 48  # nothing encoded again
+    full = json.loads((compared[1] / "encoders_compare.json").read_text())["results"][0]
+    assert kept[0]["recall"] == pytest.approx(full["recall"], abs=1e-6)  # reused vectors: the same answer
+    assert kept[0]["items_per_s"] > 0  # timed on a sample
