@@ -41,6 +41,7 @@ from tlrec.services.partitions import (
 )
 from tlrec.training.artifacts import resolve_version
 from tlrec.tables import Columns, DataError
+from tlrec.training.data import load_catalog
 from tlrec.training.id_map import IdMap
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class ScoreSpec:
     staging: str
     batch_size: int
     fail_partition: int | None = None
+    titles: dict[str, str] | None = None  # item_id -> title: adds a ``title`` column
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,12 @@ class PartitionScorer:
                                          spec.candidates)
             popular += sum(r.source == "popular" for r in recs)
             frames.append(frame_of_recommendations(recs))
-        frame = pl.concat(frames).with_columns(pl.lit(spec.model_version, dtype=pl.String).alias(MODEL_VERSION))
+        frame = pl.concat(frames)
+        if spec.titles is not None:
+            title = pl.col(Columns.ITEM).replace_strict(spec.titles, default=None, return_dtype=pl.String)
+            frame = frame.with_columns(title.alias(Columns.TITLE)).select(
+                Columns.USER, Columns.ITEM, Columns.TITLE, Columns.SCORE, Columns.RANK)
+        frame = frame.with_columns(pl.lit(spec.model_version, dtype=pl.String).alias(MODEL_VERSION))
         write_parquet_atomic(frame, part_path(Path(spec.staging), index))
         return PartResult(index, len(users), frame.height, popular, time.perf_counter() - start)
 
@@ -120,16 +127,23 @@ class PartitionScorer:
 
 
 def _job_key(version_dir: Path, users_path: Path, candidates_path: Path | None, k: int, exclude_seen: bool,
-             partition_size: int) -> dict[str, Any]:
+             partition_size: int, catalog_path: Path | None = None) -> dict[str, Any]:
     return {
         "model_version": version_dir.name,
         "manifest_sha256": sha256_file(version_dir / "manifest.json"),
         "users_sha256": sha256_file(users_path),
         "candidates_sha256": sha256_file(candidates_path) if candidates_path is not None else None,
+        "catalog_sha256": sha256_file(catalog_path) if catalog_path is not None else None,
         "k": k,
         "exclude_seen": exclude_seen,
         "partition_size": partition_size,
     }
+
+
+def _titles(catalog_path: Path) -> dict[str, str]:
+    """``item_id -> title`` of a catalog file (validated like ``tlrec train``'s)."""
+    catalog = load_catalog(catalog_path)
+    return dict(zip(catalog[Columns.ITEM].to_list(), catalog[Columns.TITLE].cast(pl.String).to_list()))
 
 
 def _check_candidates(items: IdMap, candidates: list[str], candidates_path: Path, k: int) -> None:
@@ -156,8 +170,10 @@ def score_job(
     partition_size: int = DEFAULT_PARTITION_SIZE,
     actors: int | None = None,
     max_retries: int = DEFAULT_MAX_RETRIES,
+    catalog_path: Path | None = None,
 ) -> ScoreResult:
-    """Score every user in ``users_path`` into ``out`` (one Parquet file); unknown users get popular items.
+    """Score every user in ``users_path`` into ``out`` (one Parquet file, or CSV when ``out`` ends in
+    ``.csv``); unknown users get popular items.
 
     Args:
         artifacts: artifacts root (its ``current`` version, resolved once at the
@@ -176,6 +192,7 @@ def score_job(
         partition_size: users per partition (part file, Ray task).
         actors: Ray actors (default: the cluster's CPUs, at most one per partition).
         max_retries: restarts of a dead actor and retries of its partition.
+        catalog_path: the catalog: adds each item's ``title`` (after ``item_id``) so a person can read the lists.
 
     Raises:
         UsageError / DataError: bad k, users or candidates file (before any work).
@@ -201,12 +218,13 @@ def score_job(
         _check_candidates(served.items, candidates, Path(candidates_path), k)  # type: ignore[arg-type]
     local = served if ray_address is None else None
     del served
-    key = _job_key(version_dir, Path(users_path), candidates_path, k, exclude_seen, partition_size)
+    titles = _titles(catalog_path) if catalog_path is not None else None
+    key = _job_key(version_dir, Path(users_path), candidates_path, k, exclude_seen, partition_size, catalog_path)
     fail = os.environ.get(FAIL_PARTITION_ENV)
 
     def spec(staging: Path) -> ScoreSpec:
         return ScoreSpec(str(version_dir), version_dir.name, k, exclude_seen, candidates, str(staging), batch_size,
-                         int(fail) if fail else None)
+                         int(fail) if fail else None, titles)
 
     logger.info("scoring %d users (top %d, model %s) %s", len(users), k, version_dir.name,
                 "in process" if ray_address is None else f"on Ray ({ray_address})")

@@ -312,7 +312,8 @@ def score(
     users: Annotated[Path, typer.Option(
         help="Users: one id a line, or a table (Parquet, CSV, JSON lines) with a user_id column.")],
     k: Annotated[int, typer.Option(help="Items per user.")],
-    out: Annotated[Path, typer.Option(help="Output Parquet: user_id, item_id, score, rank, model_version.")],
+    out: Annotated[Path, typer.Option(help="Output file: user_id, item_id, score, rank, model_version (Parquet; "
+                                           "CSV when it ends in .csv).")],
     candidates: Annotated[Path | None, typer.Option(
         help="Rank only these items: one id a line, or a table with an item_id column.")] = None,
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop items seen in training.")] = False,
@@ -321,13 +322,16 @@ def score(
     ] = "local",
     no_ray: Annotated[bool, typer.Option("--no-ray", help="Run in this process (small user sets).")] = False,
     partition_size: Annotated[int, typer.Option(help="Users per partition (one part file, one Ray task).")] = 5000,
+    catalog: Annotated[Path | None, typer.Option(
+        help="The catalog: adds each item's title (a column after item_id) so a person can read the lists.")] = None,
 ) -> None:
     """Batch scoring: top-k for every listed user (unknown users get popular items); resumable after a crash."""
     from tlrec.services.batch_scoring import ScoringJobError, score_job
 
     try:
         result = score_job(artifacts, users, k, out, candidates_path=candidates, exclude_seen=exclude_seen,
-                           ray_address=None if no_ray else ray_address, partition_size=partition_size)
+                           ray_address=None if no_ray else ray_address, partition_size=partition_size,
+                           catalog_path=catalog)
     except ScoringJobError as exc:
         typer.echo(f"error: {_one_line(exc)}", err=True)
         raise typer.Exit(1) from None
@@ -392,12 +396,17 @@ def serve(
     return_: Annotated[Path | None, typer.Option(
         "--return", help="A --task return artifacts root: serves GET /v1/users/{id}/return (else "
                          "TLREC_RETURN_ARTIFACTS).")] = None,
+    catalog: Annotated[Path | None, typer.Option(
+        help="Catalog for the web console and the answers' titles (else TLREC_CATALOG; default: the "
+             "catalog the served version was trained on, if still there).")] = None,
 ) -> None:
-    """Serve the recommendation API (FastAPI + uvicorn); settings from TLREC_* variables (see README)."""
+    """Serve the recommendation API and the web console at / (FastAPI + uvicorn); settings from TLREC_*
+    variables (see README)."""
     from tlrec.serving.settings import Settings
 
     overrides = {"artifacts": artifacts, "insecure": insecure or None, "threads": threads,
-                 "experiments": experiment or None, "propensity_artifacts": propensity, "return_artifacts": return_}
+                 "experiments": experiment or None, "propensity_artifacts": propensity, "return_artifacts": return_,
+                 "catalog": catalog}
     settings = _settings(Settings, {k: v for k, v in overrides.items() if v is not None})
     settings.check_secure()  # before any heavy import: refuse fast, and say why
     if settings.artifacts is None:
@@ -418,7 +427,9 @@ def serve(
     probability = ProbabilityModels.load(settings)
     from tlrec.serving.api.middleware import uvicorn_http_options  # httptools + 431 past TLREC_MAX_HEADER_BYTES
 
-    uvicorn.run(create_app(settings, models, probability), host=host, port=port, log_level="info",
+    from tlrec.services.ab.live import analyze_live  # the console's experiments page: tlrec ab analyze, live
+
+    uvicorn.run(create_app(settings, models, probability, analyze_live), host=host, port=port, log_level="info",
                 access_log=access_log, timeout_graceful_shutdown=10,
                 **uvicorn_http_options(settings.max_header_bytes))
 

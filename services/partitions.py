@@ -241,21 +241,26 @@ def _run_on_ray(worker: type[Worker], spec: Any, partitions: list[list[Any]], to
 
 
 def _assemble(staging: Path, n_partitions: int, out: Path) -> int:
-    """Stream the parts, in order, into one Parquet file at ``out`` (temp + fsync + rename); returns rows."""
+    """Stream the parts, in order, into one file at ``out`` (temp + fsync + rename): CSV with a header when
+    ``out`` ends in ``.csv``, else Parquet; returns rows."""
+    import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     rows = 0
-    writer = None
+    writer: Any = None
+    schema = None
     try:
         for i in range(n_partitions):
             table = pq.read_table(part_path(staging, i))
             if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            elif table.schema != writer.schema:
-                table = table.cast(writer.schema)
+                schema = table.schema
+                writer = (pa_csv.CSVWriter(tmp, schema) if out.suffix.lower() == ".csv"
+                          else pq.ParquetWriter(tmp, schema))
+            elif table.schema != schema:
+                table = table.cast(schema)
             writer.write_table(table)
             rows += table.num_rows
         if writer is not None:

@@ -97,6 +97,21 @@ def test_popularity_artifact_and_candidates(tiny_world, tmp_path):
     assert set(recs["model_version"]) == {tiny_world.popularity.name}
 
 
+def test_csv_output_with_titles_holds_the_same_lists(tiny_world, tmp_path):
+    """Issue 16, item 11: a person can read the lists (titles), in the format they asked for (the extension)."""
+    users = _users_file(tmp_path, ["u001", "u002", "u003"])
+    plain = score_job(tiny_world.artifacts, users, 4, tmp_path / "r.parquet", ray_address=None, progress=False,
+                      partition_size=2)
+    readable = score_job(tiny_world.artifacts, users, 4, tmp_path / "r.csv", ray_address=None, progress=False,
+                         partition_size=2, catalog_path=tiny_world.catalog)
+    a, b = pl.read_parquet(plain.path), pl.read_csv(readable.path)
+    assert b.columns == ["user_id", "item_id", "title", "score", "rank", "model_version"]
+    assert a.select("user_id", "item_id", "rank").equals(b.select("user_id", "item_id", "rank"))
+    catalog = pl.read_parquet(tiny_world.catalog)
+    assert b.join(catalog, on="item_id").filter(pl.col("title") != pl.col("title_right")).height == 0
+    assert b["title"].null_count() == 0
+
+
 @pytest.mark.parametrize("kwargs, message", [({"k": 0}, "--k"), ({"partition_size": 0}, "--partition-size")])
 def test_bad_arguments(tiny_world, tmp_path, kwargs, message):
     args = {"k": 3, "partition_size": 10, **kwargs}
