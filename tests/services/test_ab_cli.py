@@ -135,7 +135,7 @@ def test_analyze_prints_tables(logged):
     ("missing-column", ["exposures.csv", "missing column 'variant'"]),
     ("weights", ["experiment.yaml", "variants: variant weights must sum to 1, got 0.9"]),
     ("corrupt-yaml", ["experiment.yaml", "not valid YAML"]),
-    ("missing-outcomes", ["nope.csv", "file not found"]),
+    ("missing-outcomes", ["nope.csv", "no such file or folder (--outcomes)"]),
 ])
 def test_bad_input_one_line(logged, tmp_path, case, expected):
     exposures = tmp_path / "exposures.csv"

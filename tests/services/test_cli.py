@@ -294,6 +294,7 @@ def in_process(*args: str | Path) -> subprocess.CompletedProcess:
 def _score_args(tmp_path: Path) -> list[str]:
     users = tmp_path / "users.txt"
     users.write_text("u1\n")
+    (tmp_path / "a").mkdir(exist_ok=True)  # an artifacts folder that exists (what is in it is the job's to judge)
     return ["score", "--artifacts", str(tmp_path / "a"), "--users", str(users), "--k", "3",
             "--out", str(tmp_path / "r.parquet"), "--no-ray"]
 
@@ -692,11 +693,12 @@ def test_return_evaluate_reports_calibration_and_bad_input_is_one_line(planted_r
         (line,) = error_lines(result.stderr)
         assert all(word in line for word in words), line
         assert not (tmp_path / "a" / "current").exists()
+    (tmp_path / "users.txt").write_text("u1\n")
+    (tmp_path / "pairs.csv").write_text("user_id,item_id\nu1,i1\n")
     result = _invoke("predict", "--artifacts", w["artifacts"], "--pairs", tmp_path / "pairs.csv", "--users",
                      tmp_path / "users.txt", "--out", tmp_path / "p.parquet")
     (line,) = error_lines(result.stderr)
     assert "exactly one of --pairs" in line
-    (tmp_path / "users.txt").write_text("u1\n")
     result = _invoke("predict", "--artifacts", w["artifacts"], "--pairs", tmp_path / "users.txt",
                      "--out", tmp_path / "p.parquet")
     (line,) = error_lines(result.stderr)
