@@ -1,13 +1,14 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   -> .venv (torch 2.13.0 CPU first, then tlrec), then `tlrec demo`
-#   make test   -> the same set-up, then the default test suite (< 10 min on 2 cores)
+#   make test   -> the same set-up (and, as root, Chromium for the console's browser tests),
+#                  then the default test suite (< 10 min on 2 cores)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test test-slow bench setup clean
+.PHONY: demo test test-slow bench setup browser clean
 
 setup: $(STAMP)
 
@@ -22,8 +23,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tlrec demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# headless Chromium + chromedriver (Debian) for tests/console; without them those tests skip and say why
+browser:
+	@sh tests/console/install_browser.sh
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

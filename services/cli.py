@@ -396,12 +396,17 @@ def serve(
     return_: Annotated[Path | None, typer.Option(
         "--return", help="A --task return artifacts root: serves GET /v1/users/{id}/return (else "
                          "TLREC_RETURN_ARTIFACTS).")] = None,
+    catalog: Annotated[Path | None, typer.Option(
+        help="Catalog for the web console and the answers' titles (else TLREC_CATALOG; default: the "
+             "catalog the served version was trained on, if still there).")] = None,
 ) -> None:
-    """Serve the recommendation API (FastAPI + uvicorn); settings from TLREC_* variables (see README)."""
+    """Serve the recommendation API and the web console at / (FastAPI + uvicorn); settings from TLREC_*
+    variables (see README)."""
     from tlrec.serving.settings import Settings
 
     overrides = {"artifacts": artifacts, "insecure": insecure or None, "threads": threads,
-                 "experiments": experiment or None, "propensity_artifacts": propensity, "return_artifacts": return_}
+                 "experiments": experiment or None, "propensity_artifacts": propensity, "return_artifacts": return_,
+                 "catalog": catalog}
     settings = _settings(Settings, {k: v for k, v in overrides.items() if v is not None})
     settings.check_secure()  # before any heavy import: refuse fast, and say why
     if settings.artifacts is None:
@@ -422,7 +427,9 @@ def serve(
     probability = ProbabilityModels.load(settings)
     from tlrec.serving.api.middleware import uvicorn_http_options  # httptools + 431 past TLREC_MAX_HEADER_BYTES
 
-    uvicorn.run(create_app(settings, models, probability), host=host, port=port, log_level="info",
+    from tlrec.services.ab.live import analyze_live  # the console's experiments page: tlrec ab analyze, live
+
+    uvicorn.run(create_app(settings, models, probability, analyze_live), host=host, port=port, log_level="info",
                 access_log=access_log, timeout_graceful_shutdown=10,
                 **uvicorn_http_options(settings.max_header_bytes))
 

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,6 +32,7 @@ from tlrec.training.index import VectorIndex
 from tlrec.training.model_artifact import ModelArtifact
 from tlrec.training.models import PopularityModel, Recommender
 from tlrec.training.models.base import drop_excluded, masked_top_k, top_k
+from tlrec.training.models.ncf_explain import ScoreExplanation
 from tlrec.training.sequences import TIME_UNKNOWN, Sequences
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,39 @@ class Recommendations:
     def __post_init__(self) -> None:
         if not self.ranks:
             self.ranks = list(range(1, len(self.item_ids) + 1))
+
+
+@runtime_checkable
+class ExplainsScores(Protocol):
+    """A model that splits its scores over a history's items (``NCFModel``; see ``training.models.ncf_explain``)."""
+
+    explanation_method: str
+
+    def explain_user(self, user_idx: int, items: np.ndarray) -> ScoreExplanation: ...
+
+    def explain_history(self, history: sp.csr_matrix, items: np.ndarray) -> ScoreExplanation: ...
+
+
+@dataclass
+class ScoreSplit:
+    """One item's score split, with external ids: ``score = baseline + sum(contributions) + head
+    = content + learned_id + head``.
+
+    ``contributions``: ``(history item id, contribution, its content part)`` for every distinct
+    history item, largest ``|contribution|`` first.
+    """
+
+    item_id: str
+    score: float
+    baseline: float
+    head: float
+    content: float
+    learned_id: float
+    contributions: list[tuple[str, float, float]]
+
+
+class ExplanationUnavailable(ValueError):
+    """The model cannot split this score (its reason is the message)."""
 
 
 class ServedModel:
@@ -299,6 +333,41 @@ class ServedModel:
             ids, scores = top_k(self._item_space[idx] @ self._item_space.T, k + 1, np.arange(len(self.items)))
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != idx[0]][:k]
         return [(self.items.to_external([i])[0], s) for i, s in pairs]
+
+    # ------------------------------------------------------------------ explanations
+    @property
+    def explanation_method(self) -> str | None:
+        """What ``explain`` figures are (one line), or None when the model cannot explain its scores."""
+        return self.model.explanation_method if isinstance(self.model, ExplainsScores) else None
+
+    def explain(self, user_id: str, item_ids: Sequence[str], fresh: Sequence[str] = ()) -> list[ScoreSplit]:
+        """Split the scores ``recommend`` (no ``fresh`` items) or ``recommend_history`` (the user's items plus
+        ``fresh``, as serving builds that history) gives ``item_ids`` for ``user_id``; one per known item, in order.
+
+        Raises ``ExplanationUnavailable`` (the reason) for a model that cannot, or a user with no history.
+        """
+        model = self.model
+        if not isinstance(model, ExplainsScores) or model.reads_sequences:
+            raise ExplanationUnavailable(f"model {model.name!r} does not split its scores")
+        idx = self.items.to_internal(list(item_ids), missing="ignore")
+        idx = idx[idx >= 0]
+        (user,) = self.users.to_internal([user_id], missing="ignore")
+        if fresh:
+            history, _ = self.history_matrix([self.seen_items(user_id) + list(fresh)])
+            split = model.explain_history(history, idx)
+        elif user >= 0:
+            split = model.explain_user(int(user), idx)
+        else:
+            raise ExplanationUnavailable(f"no history for user {user_id[:64]!r}")
+        names = self.items.to_external(split.history)
+        out = []
+        for r, item in enumerate(self.items.to_external(split.items)):
+            order = np.argsort(-np.abs(split.contributions[r]), kind="stable")
+            parts = [(names[j], float(split.contributions[r, j]), float(split.contribution_content[r, j]))
+                     for j in order]
+            out.append(ScoreSplit(item, float(split.score[r]), float(split.baseline[r]), float(split.head[r]),
+                                  float(split.content[r]), float(split.learned_id[r]), parts))
+        return out
 
     # ------------------------------------------------------------------ serving helpers
     def seen_items(self, user_id: str) -> list[str]:

@@ -2,8 +2,8 @@
 
 Every field is an environment variable named ``TLREC_<FIELD>`` (e.g. ``TLREC_API_KEYS``);
 ``tlrec serve`` passes its options (``--artifacts``, ``--insecure``, ``--threads``,
-``--experiment``) as overrides. Keys never come from the command line, so they do not show
-up in ``ps``.
+``--experiment``, ``--catalog`` ...) as overrides. Keys never come from the command line,
+so they do not show up in ``ps``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     )
     return_artifacts: Path | None = Field(
         default=None, description="A `--task return` artifacts root: serves GET /v1/users/{id}/return."
+    )
+    catalog: Path | None = Field(
+        default=None, description="Catalog file the web console and the answers' titles read (`--catalog`); "
+        "default: the catalog the served version was trained on, if that file is still there.",
+    )
+    reports_dir: Path | None = Field(
+        default=None, description="Folder of report files the console's models page shows (transfer.json, "
+        "encoders_compare.json and their PNGs); default: `reports/` beside the artifacts root.",
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Comma-separated keys accepted in X-API-Key for /v1 routes."
@@ -113,6 +121,11 @@ class Settings(BaseSettings):
     def resolved_events_dir(self) -> Path:
         """``events_dir``, or ``events/`` beside the artifacts root (``demo_out/artifacts`` -> ``demo_out/events``)."""
         return Path(self.events_dir) if self.events_dir is not None else self.artifacts_root.parent / "events"
+
+    @property
+    def resolved_reports_dir(self) -> Path:
+        """``reports_dir``, or ``reports/`` beside the artifacts root (``demo_out/artifacts`` -> ``demo_out/reports``)."""
+        return Path(self.reports_dir) if self.reports_dir is not None else self.artifacts_root.parent / "reports"
 
     @property
     def resolved_exposures_file(self) -> Path:

@@ -25,13 +25,15 @@ from tlrec.serving.api.batching import MicroBatcher
 from tlrec.serving.api.deps import ServiceState
 from tlrec.serving.api.exposure_recorder import ExposureRecorder
 from tlrec.serving.api.middleware import BodyLimitMiddleware
-from tlrec.serving.api.routes import admin, events, health, probabilities, recommendations
+from tlrec.serving.api.routes import admin, console, events, health, probabilities, recommendations
 from tlrec.serving.api.variants import ModelSet, load_model_set
 from tlrec.serving.event_log import EventLog
 from tlrec.serving.event_snapshot import FreshEvents
 from tlrec.serving.exposure_log import ExposureLog
 from tlrec.serving.probability_models import ProbabilityModels
 from tlrec.serving.api.prometheus import Metrics, MetricsMiddleware
+from tlrec.serving.console.experiments import ExperimentAnalyzer
+from tlrec.serving.console.state import ConsoleState
 from tlrec.serving.served_model import ServedModel
 from tlrec.serving.settings import Settings
 from tlrec.training.artifacts import resolve_version
@@ -42,14 +44,18 @@ API_VERSION = "1.0.0"
 
 
 def create_app(settings: Settings | Path, model: ServedModel | ModelSet | None = None,
-               probability: ProbabilityModels | None = None) -> FastAPI:
+               probability: ProbabilityModels | None = None,
+               analyzer: ExperimentAnalyzer | None = None) -> FastAPI:
     """An app serving ``settings.artifacts`` (a root with ``current``, or one version dir).
 
     ``settings`` may be a path (other settings from the environment). ``model``: already
     loaded models (``tlrec serve`` loads the default and every variant first, to fail
     fast), or the default version alone (variants then load at start-up). ``probability``:
-    the propensity and return models, already loaded (else loaded at start-up). Raises
-    ``InsecureConfigError`` when no API key is set and ``insecure`` is off.
+    the propensity and return models, already loaded (else loaded at start-up).
+    ``analyzer``: the A/B analysis the console's experiments page shows (``tlrec serve``
+    passes the harness's; without it the page lists exposures only). Raises
+    ``InsecureConfigError`` when no API key is set and ``insecure`` is off, ``DataError`` for
+    an unreadable ``settings.catalog``.
     """
     if not isinstance(settings, Settings):
         settings = Settings(artifacts=Path(settings))
@@ -62,13 +68,14 @@ def create_app(settings: Settings | Path, model: ServedModel | ModelSet | None =
                            on_batch=metrics.batch_size.observe, offload=model_threads.call)
     fresh = FreshEvents(settings.fresh_per_user, settings.fresh_max_users)
     state = ServiceState(settings, metrics, fresh, batcher, model_threads)
+    console_state = ConsoleState.create(settings, fresh, analyzer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threads.configure(settings.intra_op_threads)
         logger.info("model work: up to %d calls at once, %d torch/FAISS thread(s) each", settings.threads,
                     settings.intra_op_threads)
-        task = asyncio.create_task(_start(state, model, probability))
+        task = asyncio.create_task(_start(state, model, probability, console_state))
         try:
             yield
         finally:
@@ -80,12 +87,15 @@ def create_app(settings: Settings | Path, model: ServedModel | ModelSet | None =
                 state.events.close()
 
     app = FastAPI(
-        title="tlrec", version=API_VERSION, lifespan=lifespan,
-        description="Recommendations (FAISS retrieve -> NCF rank), event ingestion, hot model reload.",
+        title="tlrec", version=API_VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,  # local docs: console
+        description="Recommendations (FAISS retrieve -> NCF rank), event ingestion, hot model reload; "
+                    "a web console at `/`.",
     )
     app.state.service = state
+    app.state.console = console_state
     for router in (health.router, recommendations.router, probabilities.router, events.router, admin.router):
         app.include_router(router)
+    console.mount(app)  # the page at /, /docs and /redoc with local assets, the console's /v1 routes
     _add_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
@@ -93,8 +103,9 @@ def create_app(settings: Settings | Path, model: ServedModel | ModelSet | None =
 
 
 async def _start(state: ServiceState, given: ServedModel | ModelSet | None,
-                 probability: ProbabilityModels | None = None) -> None:
-    """Replay the event log, open the exposure log, load and warm the models, then mark the service ready."""
+                 probability: ProbabilityModels | None = None, console_state: ConsoleState | None = None) -> None:
+    """Replay the event log, open the exposure log, load and warm the models (and the console's catalog,
+    when not given), then mark the service ready."""
     settings = state.settings
     try:
         state.not_ready_reason = "replaying the event log"
@@ -113,6 +124,9 @@ async def _start(state: ServiceState, given: ServedModel | ModelSet | None,
             if state.models is None:  # a reload may have won the race
                 service.publish(state, models)
         state.probability = probability or await anyio.to_thread.run_sync(ProbabilityModels.load, settings)
+        if console_state is not None:
+            state.not_ready_reason = "loading the catalog"
+            await anyio.to_thread.run_sync(console_state.load_training_catalog, state.models.default)
         state.ready, state.not_ready_reason = True, None
         state.metrics.ready.set(1)
         arms = state.models.arms

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 from pydantic_core import PydanticCustomError
@@ -125,10 +125,43 @@ class ErrorOut(_Out):
 
 
 # ---------------------------------------------------------------------------- recommendations
+#: History items listed per explained item (the rest are summed in ``other_contributions``).
+MAX_CONTRIBUTIONS = 5
+TITLE_HELP = "The item's catalog title (null: no catalog loaded, or the item is not in it)."
+
+
+class HistoryContribution(_Out):
+    item_id: str = Field(description="A history item.")
+    title: str | None = Field(default=None, description=TITLE_HELP)
+    contribution: float = Field(
+        description="Its share of the score (through the user tower's tanh by DeepLIFT's rescale rule): every "
+        "history item's share sums exactly to `score - baseline - head`.")
+    content: float = Field(description="The part of `contribution` that comes from pre-trained content vectors "
+                                       "(the rest from learned ids).")
+
+
+class ItemExplanation(_Out):
+    """Why the item scored so: `score = baseline + (every history item's contribution) + head
+    = content + learned_id + head` (exact; see `explanation_method`)."""
+
+    score: float = Field(description="The model's score of the item (as `score` above, up to rounding).")
+    baseline: float = Field(description="The item's score for an empty history (its prior).")
+    head: float = Field(description="The ranking head's term, non-linear and not split (0 when the model has none).")
+    content: float = Field(description="Part of the score from the pre-trained content vectors.")
+    learned_id: float = Field(description="Part of the score from learned item ids.")
+    contributions: list[HistoryContribution] = Field(
+        description=f"The (at most {MAX_CONTRIBUTIONS}) history items with the largest |contribution|, largest first.")
+    other_contributions: float = Field(description="Sum of the contributions of the history items not listed.")
+    history_items: int = Field(ge=0, description="Distinct history items the score was split over.")
+
+
 class ScoredItem(_Out):
     item_id: str
     score: float
     rank: int = Field(ge=1)
+    title: str | None = Field(default=None, description=TITLE_HELP)
+    explanation: ItemExplanation | None = Field(default=None, description="With `explain=true`, when the model "
+                                                "can split its score (see `explanation_method`).")
 
 
 class RecommendationsOut(_Out):
@@ -144,6 +177,11 @@ class RecommendationsOut(_Out):
         default=None, description="The A/B experiment the user is in (null: not in one; the default model answered)."
     )
     variant: str | None = Field(default=None, description="The user's variant in `experiment`, whose model answered.")
+    explanation_method: str | None = Field(
+        default=None, description="With `explain=true`: what the items' `explanation` figures are (null: none).")
+    explanation_unavailable: str | None = Field(
+        default=None, description="With `explain=true`: why the items carry no explanation (e.g. a model that "
+        "cannot split its scores, or the popularity fallback).")
 
 
 class HistoryItem(_In):
@@ -267,3 +305,117 @@ class ReturnOut(_Out):
     horizon_days: float
     as_of: int = Field(description="Unix seconds: the model's as-of time, or the user's newest fresh event if later.")
     model_version: str
+
+
+# ---------------------------------------------------------------------------- console
+MAX_SEARCH = 100
+MAX_HISTORY_EVENTS = 1000
+
+
+class SessionOut(_Out):
+    role: Literal["user", "admin"] = Field(description="`admin`: the key may use admin routes (reload).")
+    model_version: str | None
+    model: str | None = Field(description="The default model's name (ncf, ease, blend ...).")
+    explanation_method: str | None = Field(description="What `explain=true` returns for this model (null: none).")
+    catalog_items: int | None = Field(description="Items in the console's catalog (null: no catalog).")
+    catalog_note: str | None = Field(description="Where the catalog came from, or why there is none.")
+    experiments: list[str] = Field(description="The served experiments.")
+
+
+class CatalogEntry(_Out):
+    item_id: str
+    title: str
+    has_image: bool
+    has_audio: bool
+
+
+class CatalogSearchOut(_Out):
+    query: str
+    total: int = Field(description="Items matching (more than `items` holds when over `limit`).")
+    items: list[CatalogEntry] = Field(description="Titles starting with the query first, then catalog order.")
+
+
+class VectorSource(_Out):
+    """Which pre-trained encoder made an item's vector for one modality (its model card)."""
+
+    modality: str
+    encoder: str | None
+    version: str | None
+    dim: int | None
+    source: str | None = Field(description="Where the encoder's weights come from.")
+    input_spec: str | None
+
+
+class CatalogItemOut(_Out):
+    item_id: str
+    title: str
+    description: str
+    has_image: bool = Field(description="`GET /v1/catalog/items/{item_id}/image` serves it.")
+    has_audio: bool = Field(description="`GET /v1/catalog/items/{item_id}/audio` serves it.")
+    metadata: dict[str, str] = Field(description="The catalog's other columns.")
+    known_to_model: bool = Field(description="The served model has the item.")
+    training_interactions: float | None = Field(description="Its interactions in training (popularity counts).")
+    vectors: list[VectorSource] = Field(description="The encoders behind the item's content vector, per "
+                                                    "modality the item has an input for.")
+    vectors_note: str | None = None
+
+
+class HistoryEventOut(_Out):
+    item_id: str
+    title: str | None = Field(default=None, description=TITLE_HELP)
+    timestamp: int | None = Field(description="Unix seconds (null: not recorded).")
+    event: str | None = Field(description="view, click, purchase ... (null: not recorded).")
+    origin: Literal["training", "fresh"] = Field(description="Training data, or posted to /v1/events since.")
+
+
+class UserHistoryOut(_Out):
+    user_id: str
+    known_user: bool = Field(description="The served model has the user.")
+    total: int = Field(description="Events in the history (`events` holds the newest `limit`).")
+    events: list[HistoryEventOut] = Field(description="Oldest first.")
+    source: str = Field(description="Where the training events came from.")
+
+
+class VariantView(_Out):
+    name: str
+    weight: float
+    model_version: str
+    exposures: int = Field(description="Users exposed so far (the exposure log).")
+
+
+class ExperimentOut(_Out):
+    name: str
+    description: str
+    traffic: float
+    control: str
+    start: float | None = Field(description="Unix seconds (null: open).")
+    stop: float | None
+    active: bool
+    file: str
+    variants: list[VariantView]
+    analysis: dict[str, Any] | None = Field(
+        description="`tlrec ab analyze --json` on the exposures so far, with the API's events as outcomes.")
+    plots: dict[str, str] = Field(description="The report's PNGs (effects, variants, sequential), base64.")
+    analysis_note: str | None = Field(description="Why there is no analysis.")
+
+
+class ExperimentsOut(_Out):
+    experiments: list[ExperimentOut]
+
+
+class ReportSection(_Out):
+    data: dict[str, Any] | None
+    png: str | None = Field(description="Its plot, PNG in base64.")
+    source: str | None
+    note: str | None
+
+
+class ModelReportOut(_Out):
+    version: str
+    model: str
+    task: str
+    manifest: dict[str, Any]
+    validation: list[dict[str, Any]] = Field(description="`name, validation_ndcg, fit_seconds, note, served`.")
+    validation_note: str | None
+    transfer: ReportSection
+    encoders: ReportSection

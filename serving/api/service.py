@@ -28,9 +28,12 @@ from tlrec.errors import one_line
 from tlrec.serving.api import threads
 from tlrec.serving.api.deps import ServiceState
 from tlrec.serving.api.schemas import (
+    MAX_CONTRIBUTIONS,
     EventIn,
     EventsAck,
+    HistoryContribution,
     HistoryRecommendIn,
+    ItemExplanation,
     RecommendationsOut,
     ReloadOut,
     ScoredItem,
@@ -39,7 +42,7 @@ from tlrec.serving.api.schemas import (
 )
 from tlrec.serving.api.variants import Arm, ModelSet, load_model_set
 from tlrec.serving.event_log import EventLogError, IdempotencyConflict, batch_digest
-from tlrec.serving.served_model import Recommendations, ServedModel
+from tlrec.serving.served_model import ExplanationUnavailable, Recommendations, ScoreSplit, ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -129,21 +132,23 @@ async def _answer(state: ServiceState, out: RecommendationsOut, arm: Arm,
 
 # ---------------------------------------------------------------------------- recommendations
 async def user_recommendations(
-    state: ServiceState, models: ModelSet, user_id: str, k: int, exclude_seen: bool
+    state: ServiceState, models: ModelSet, user_id: str, k: int, exclude_seen: bool, explain: bool = False
 ) -> RecommendationsOut:
     """Top-k for a user id (micro-batched) from the user's variant's model (or the default one),
-    with the user's fresh events applied at once."""
+    with the user's fresh events applied at once; ``explain``: each item's score split (``explain_items``)."""
     arm = models.route(user_id) if models.experiments else None
     model = models.default if arm is None else arm.model
     exposure = _expose(state, arm, user_id) if arm is not None else None
-    out = await _user_recommendations(state, model, user_id, k, exclude_seen)
+    fresh = state.fresh.get(user_id)
+    out = await _user_recommendations(state, model, user_id, k, exclude_seen, fresh)
+    if explain:
+        await explain_items(state, model, out, fresh)
     return out if arm is None else await _answer(state, out, arm, exposure)
 
 
 async def _user_recommendations(
-    state: ServiceState, model: ServedModel, user_id: str, k: int, exclude_seen: bool
+    state: ServiceState, model: ServedModel, user_id: str, k: int, exclude_seen: bool, fresh: list[str]
 ) -> RecommendationsOut:
-    fresh = state.fresh.get(user_id)
     reason = None
     try:
         async with asyncio.timeout(_deadline(state)):
@@ -155,6 +160,46 @@ async def _user_recommendations(
         rec = model.popular(k, user_id if exclude_seen else None, fresh if exclude_seen else ())
     return RecommendationsOut(user_id=user_id, items=scored(rec, k), source=rec.source,
                               fallback_reason=reason, model_version=model.version)
+
+
+def _explanation(split: ScoreSplit) -> ItemExplanation:
+    """The response's explanation: the largest contributions listed, the rest summed."""
+    shown, rest = split.contributions[:MAX_CONTRIBUTIONS], split.contributions[MAX_CONTRIBUTIONS:]
+    return ItemExplanation(
+        score=split.score, baseline=split.baseline, head=split.head, content=split.content,
+        learned_id=split.learned_id,
+        contributions=[HistoryContribution(item_id=i, contribution=c, content=cc) for i, c, cc in shown],
+        other_contributions=math.fsum(c for _, c, _ in rest), history_items=len(split.contributions),
+    )
+
+
+async def explain_items(state: ServiceState, model: ServedModel, out: RecommendationsOut, fresh: list[str]) -> None:
+    """Give each item of ``out`` its score split (model thread, within the deadline), for the history the
+    answer was ranked from (the user's items and the same ``fresh`` items), or say why there is none
+    (``explanation_unavailable``); never fails the answer."""
+    if out.source == "popular":
+        out.explanation_unavailable = "the popularity fallback answered: its scores are counts, nothing to split"
+        return
+    method = model.explanation_method
+    if method is None:
+        out.explanation_unavailable = f"model {model.model.name!r} does not split its scores (ncf does)"
+        return
+    try:
+        splits = await in_model_thread(state, model.explain, out.user_id, [i.item_id for i in out.items], fresh)
+    except ExplanationUnavailable as exc:
+        out.explanation_unavailable = str(exc)
+        return
+    except Exception as exc:  # noqa: BLE001 - the answer goes out without explanations
+        timeout = isinstance(exc, TimeoutError)
+        if not timeout:
+            logger.error("explanation failed for %s", out.user_id[:64], exc_info=exc)
+        out.explanation_unavailable = "explaining took past the deadline" if timeout else "explaining failed"
+        return
+    by_item = {s.item_id: s for s in splits}
+    for item in out.items:
+        if (split := by_item.get(item.item_id)) is not None:
+            item.explanation = _explanation(split)
+    out.explanation_method = method
 
 
 def _history_weights(body: HistoryRecommendIn, half_life_days: float) -> list[float]:

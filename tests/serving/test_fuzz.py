@@ -23,6 +23,10 @@ WITH_INPUT = [  # positive and negative examples
     ("POST", "/v1/events"),
     ("POST", "/v1/users/{user_id}/propensity"),
     ("GET", "/v1/users/{user_id}/return"),
+    ("GET", "/v1/catalog/search"),  # the web console's routes
+    ("GET", "/v1/catalog/items/{item_id}"),
+    ("GET", "/v1/catalog/items/{item_id}/{kind}"),
+    ("GET", "/v1/users/{user_id}/history"),
 ]
 NO_INPUT = [  # nothing to make invalid: positive only
     ("POST", "/v1/admin/reload"),
@@ -30,6 +34,9 @@ NO_INPUT = [  # nothing to make invalid: positive only
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
+    ("GET", "/v1/console/session"),
+    ("GET", "/v1/console/experiments"),
+    ("GET", "/v1/console/model"),
 ]
 POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
 CASES = [(m, p, POSITIVE) for m, p in WITH_INPUT + NO_INPUT] + [(m, p, NEGATIVE) for m, p in WITH_INPUT]

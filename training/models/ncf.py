@@ -40,6 +40,7 @@ from torch import nn
 
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models.base import ModelConfig, Recommender
+from tlrec.training.models.ncf_explain import METHOD, ScoreExplanation, explain_scores
 from tlrec.training.models.ncf_fit import NCFTrainer
 from tlrec.training.models.ncf_net import (
     NCFNet,
@@ -223,6 +224,34 @@ class NCFModel(Recommender):
                 for s in range(0, len(p), 8):
                     out[s : s + 8] += self.net.head_score(torch.from_numpy(p[s : s + 8])[:, None, :], q_t).numpy()
         return out
+
+    # ------------------------------------------------------------ explanations
+    #: one line on what ``explain_*`` figures are (``ncf_explain.METHOD``)
+    explanation_method = METHOD
+
+    def explain_user(self, user_idx: int, items: np.ndarray) -> ScoreExplanation:
+        """Split the scores of ``items`` (int64 ``[m]``) for a known user, from the training history their
+        query vector is made of (``ncf_explain``: score = baseline + contributions + head)."""
+        self._check_fitted_net()
+        assert self.histories is not None
+        if not 0 <= user_idx < self.n_users:
+            raise IndexError(f"{self.name}: user {user_idx} out of range [0, {self.n_users})")
+        return self.explain_history(self.histories[int(user_idx)], items)
+
+    def explain_history(self, history: sp.csr_matrix, items: np.ndarray) -> ScoreExplanation:
+        """Split the scores of ``items`` (int64 ``[m]``) for one ad-hoc history (csr ``[1, n_items]``, weights
+        as ``history_vectors`` takes them); see ``ncf_explain``."""
+        self._check_fitted_net()
+        row = sp.csr_matrix(history, dtype=np.float32)
+        if row.shape != (1, self.n_items):
+            raise ValueError(f"{self.name}: history has shape {row.shape}, expected [1, {self.n_items}]")
+        row.sum_duplicates()
+        items = np.asarray(items, dtype=np.int64)
+        if len(items) and (items.min() < 0 or items.max() >= self.n_items):
+            raise IndexError(f"{self.name}: item out of range [0, {self.n_items})")
+        keep = row.data != 0
+        return explain_scores(self.net, self._item_vecs, self._input_vecs, row.indices[keep].astype(np.int64),
+                              row.data[keep], items)
 
     def _check_fitted_net(self) -> None:
         if self.net is None:
