@@ -96,6 +96,7 @@ def _text_catalog(n: int = 8) -> pl.DataFrame:
                          "description": [f"item number {i}" for i in range(n)]})
 
 
+@pytest.mark.slow  # kept out of the default run (time budget): reuse on re-run is tests/embeddings/test_vectors.py's, in process
 def test_parquet_path_is_streamed_and_rerun_embeds_only_changes(tmp_path, ray_local):
     catalog = _text_catalog()
     src = tmp_path / "catalog.parquet"
@@ -125,6 +126,7 @@ def test_parquet_path_is_streamed_and_rerun_embeds_only_changes(tmp_path, ray_lo
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow  # kept out of the default run (time budget): a failed partition's resume is tests/services/test_batch_scoring.py's
 def test_killed_worker_is_retried_without_duplicates_or_gaps(tmp_path, ray_local):
     catalog = _text_catalog()
     marker = tmp_path / "crashed-once"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import tlrec.embeddings.text as text_mod
-from tlrec.embeddings.text import TextEncoder, calibration_texts, minilm_int8, probe_sentences
+from tlrec.embeddings.text import TextEncoder, calibration_texts, probe_sentences
 
 # Sentences unrelated to the probe and calibration sets (catalog-like and conversational).
 OTHER_SENTENCES = [
@@ -41,7 +41,9 @@ OTHER_SENTENCES = [
 
 @pytest.fixture(scope="module")
 def int8_encoder() -> TextEncoder:
-    return minilm_int8()
+    from tlrec.embeddings.registry import get_encoder
+
+    return get_encoder("minilm-int8")  # the registry's (minilm_int8()), shared with the contract test: built once
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

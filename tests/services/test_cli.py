@@ -160,6 +160,7 @@ def test_embed_command(world, tmp_path):
     assert "text" in manifest["encoders"]
 
 
+@pytest.mark.slow  # kept out of the default run (time budget): the Ray embedding job is checked against in-process by tests/embeddings/test_batch.py
 def test_embed_runs_as_ray_job_by_default(world, tmp_path):
     """A Parquet catalog with relative image paths, streamed through a local Ray; same vectors as in process."""
     import numpy as np
@@ -251,6 +252,7 @@ def test_corrupt_artifact_refused_by_score(world, tmp_path):
 FAST_NCF = ["--set", "epochs=2", "--set", "val_fraction=0.0", "--set", "dim=16", "--set", "content_hidden=32"]
 
 
+@pytest.mark.slow  # kept out of the default run (time budget): the transfer report itself is tests/training/test_transfer.py's
 def test_transfer_report_and_modalities_auto(world, tmp_path):
     """The demo's three modalities each carry signal for their own items: a report per modality."""
     out = tmp_path / "transfer"

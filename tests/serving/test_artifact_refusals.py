@@ -194,11 +194,16 @@ def test_score_refuses_and_leaves_nothing(tiny, tmp_path, rel, kind):
 # ---------------------------------------------------------------------------- tlrec serve
 
 
-SERVE_CASES = [("model/weights.safetensors", "truncated"), ("seen.safetensors", "out-of-range"),
-               ("items.json", "unlisted"), ("index.faiss", "dropped")]
+SERVE_CASES = [("model/weights.safetensors", "truncated"), ("items.json", "unlisted"),
+               # each case starts a process (8 s): these two run with -m slow; every kind of damage is
+               # refused in process by the verification tests above
+               pytest.param("seen.safetensors", "out-of-range", marks=pytest.mark.slow),
+               pytest.param("index.faiss", "dropped", marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("rel, kind", SERVE_CASES, ids=[f"{k}:{r}" for r, k in SERVE_CASES])
+@pytest.mark.parametrize("rel, kind", SERVE_CASES,
+                         ids=["truncated:model/weights.safetensors", "unlisted:items.json",
+                              "out-of-range:seen.safetensors", "dropped:index.faiss"])
 def test_serve_fails_fast_with_one_line(tiny, tmp_path, repo, rel, kind):
     bad = damage(tiny, rel, kind, tmp_path / "bad")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLREC_")}
