@@ -92,6 +92,15 @@ def signed_in(browser, console, console_keys):
     return browser
 
 
+
+def _open_from_catalog(driver: Any, base: str, item_id: str, what: str) -> None:
+    """Search the catalog page for ``item_id`` and click its result (``what`` names it in a timeout)."""
+    driver.get(f"{base}/#/catalog?q={quote(item_id)}")
+    link = f"#catalog-results li[data-item-id='{item_id}'] a"
+    _wait(driver, lambda d: d.find_elements("css selector", link), f"{what} in the catalog")
+    driver.find_element("css selector", link).click()
+
+
 def test_console_walkthrough(signed_in, console, console_keys, treatment_user, control_user, media_items,
                              output_dir):
     driver, base = signed_in, console.base
@@ -117,20 +126,14 @@ def test_console_walkthrough(signed_in, console, console_keys, treatment_user, c
     _screenshot(driver, output_dir / "user.png")
 
     # an item with an image: found in the catalog and clicked, its image decodes
-    driver.get(f"{base}/#/catalog?q={quote(media_items['image'])}")
-    link = f"#catalog-results li[data-item-id='{media_items['image']}'] a"
-    _wait(driver, lambda d: d.find_elements("css selector", link), "the product in the catalog")
-    driver.find_element("css selector", link).click()
+    _open_from_catalog(driver, base, media_items["image"], "the product")
     _wait(driver, lambda d: _js(d, "const i = document.querySelector('img.item-image');"
                                    "return Boolean(i && i.complete && i.naturalWidth > 0);"), "the item's image")
     _wait(driver, lambda d: len(_shown(d, "similar-list")) > 0, "similar items")
     _screenshot(driver, output_dir / "item-image.png")
 
     # an item with audio: the player loads it
-    driver.get(f"{base}/#/catalog?q={quote(media_items['audio'])}")
-    link = f"#catalog-results li[data-item-id='{media_items['audio']}'] a"
-    _wait(driver, lambda d: d.find_elements("css selector", link), "the track in the catalog")
-    driver.find_element("css selector", link).click()
+    _open_from_catalog(driver, base, media_items["audio"], "the track")
     _wait(driver, lambda d: _js(d, "const a = document.querySelector('main audio[data-media=audio]');"
                                    "return Boolean(a && a.readyState >= 1 && a.duration > 0);"), "the item's audio")
     _screenshot(driver, output_dir / "item-audio.png")
