@@ -4,7 +4,7 @@
 
 1. Builds a synthetic world: a 10,000-item catalog, users with Zipf-popular histories,
    random unit content vectors (64-d; the encoders are not what this measures) and a
-   quick NCF (default config, 3 epochs), published as an artifact with its FAISS index.
+   quick NCF or SASRec (``--model``; default config, 3 epochs), published as an artifact with its FAISS index.
 2. Starts one server (`python -m services.cli serve`, API key auth on, access log off).
 3. For concurrency 1, 4 and 16 drives, with ``httpx.AsyncClient`` (keep-alive),
    ``GET /v1/ping`` (a constant, through the same auth and middleware) and
@@ -78,7 +78,7 @@ def build_world(out: Path, n_items: int, n_users: int, per_user: int = 20, dim: 
     root = out / "artifacts"
     artifact = ModelArtifact.build(model, data, time.perf_counter() - start)  # model, id maps, index ...
     artifact.publish(root, manifest={"bench": "api_load synthetic world"})
-    logger.info("bench world: %d items, %d users, NCF fitted in %.1fs", n_items, n_users,
+    logger.info("bench world: %d items, %d users, %s fitted in %.1fs", n_items, n_users, model_name,
                 artifact.training["fit_seconds"])
     return root
 
