@@ -190,10 +190,11 @@ def ratios(rows: list[dict]) -> dict[int, dict[str, float]]:
 
 
 def to_markdown(result: dict) -> str:
+    route = result.get("route", "recommendations")  # the rows call the measured route "recommendations"
     lines = [
-        "# API load: recommendations vs a constant endpoint (one server, loopback)",
+        f"# API load: {route} vs a constant endpoint (one server, loopback)",
         "",
-        f"{result['n_items']:,} items, {result['n_users']:,} users, route `/v1/users/{{id}}/{result.get('route', 'recommendations')}`, "
+        f"{result['n_items']:,} items, {result['n_users']:,} users, route `/v1/users/{{id}}/{route}`, "
         f"{result.get('model', 'ncf')} (default config, 3 epochs, random 64-d content "
         f"vectors; exact index of dim {result['index_dim']}), "
         f"k=10, {result['requests']} requests per endpoint and concurrency (in {result['rounds']} alternating rounds, "
@@ -204,9 +205,10 @@ def to_markdown(result: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
-        lines.append(f"| {r['endpoint']} | {r['concurrency']} | {r['throughput_rps']:.0f} | {r['p50_ms']:.2f} | "
+        endpoint = route if r["endpoint"] == "recommendations" else r["endpoint"]
+        lines.append(f"| {endpoint} | {r['concurrency']} | {r['throughput_rps']:.0f} | {r['p50_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {r['errors']} |")
-    lines += ["", "Throughput ratio recommendations / ping (target >= 0.5), of the totals and the median of the "
+    lines += ["", f"Throughput ratio {route} / ping (target >= 0.5), of the totals and the median of the "
                   f"{result['rounds']} alternating rounds:", ""]
     lines += [f"- concurrency {c}: **{v['total']:.2f}** (rounds: {v['median_round']:.2f})"
               for c, v in result["ratios"].items()]
