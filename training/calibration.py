@@ -23,7 +23,6 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
-from sklearn.isotonic import IsotonicRegression
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +71,8 @@ class Calibrator:
 
             res = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
             return cls("temperature", scale=float(res.x[0]), shift=float(res.x[1]))
+        from sklearn.isotonic import IsotonicRegression  # imported on use: ~1 s, and serving never fits
+
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(z, y)
         # each step is the outcome rate of a block of examples; a small block of all 0s (or 1s) at an end
         # would answer 0 (or 1) for every logit beyond it: shrink each block's rate toward the overall

@@ -9,7 +9,6 @@ Ranking quality comes from scikit-learn; calibration is binned here (equal-width
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 __all__ = ["ECE_BINS", "expected_calibration_error", "probability_metrics", "reliability"]
 
@@ -55,6 +54,7 @@ def probability_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
     The AUCs are NaN when only one class occurs in ``y``.
     """
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score  # ~1 s: on use
     y, p = _check(y, p)
     both = 0 < y.sum() < len(y)
     return {

@@ -197,10 +197,10 @@ class NCFModel(Recommender):
         """``<p, q> + head(p * q)`` float32 ``[n, m]`` for queries ``[n, dim + 1]`` and candidates ``[n, m]``."""
         self._check_fitted_net()
         valid = candidates >= 0
-        p = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))[:, None, :]
-        q = torch.from_numpy(self._item_vecs[np.where(valid, candidates, 0)])
+        p = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))[:, None, :]  # [n, 1, d + 1]
+        q = torch.from_numpy(self._item_vecs[np.where(valid, candidates, 0)])  # [n, m, d + 1]
         with torch.inference_mode():
-            s = (p * q).sum(-1)
+            s = torch.bmm(q, p.transpose(1, 2)).squeeze(2)  # [n, m]
             if float(self.net.head_on):  # the head was kept by validation
                 s = s + self.net.head_score(p, q)
         out = s.numpy().astype(np.float32)

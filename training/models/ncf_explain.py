@@ -6,7 +6,7 @@ The score of item ``i`` for a history (``ncf.NCFModel``) is
 
 with ``w`` the history's L2-normalised weights, ``v_j`` the input vector of history item ``j``
 and ``q_i`` the item's output vector. Both item vectors are sums of a learned id part and a
-part computed from the frozen pre-trained content vector (``NCFNet.items_with_content``):
+part computed from the frozen pre-trained content vector (``NCFNet.items``):
 ``v_j = f_j + g_j`` and ``q_i = e_i + c_i`` (a new item has no id: all of its vector comes from
 its content, through the new-item tower and its content neighbours).
 

@@ -60,34 +60,29 @@ class NCFNet(nn.Module):
         self.register_buffer("head_on", torch.ones(()))  # 0 when validation found the head did not help
         self.register_buffer("half_life", torch.zeros(()))  # recency half-life in items; 0 = none
 
-    def items(self, items: torch.Tensor, id_keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def items(self, items: torch.Tensor, id_keep: torch.Tensor | None = None,
+              content: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Output and input vectors of ``items`` (int64 ``[m]``): ``q [m, d + 1]`` and ``v [m, d]``.
 
-        ``id_keep`` (``[m]`` 0/1) overrides the seen mask (item-id dropout while training).
-        """
-        q, v, _ = self.items_with_content(items, id_keep)
-        return q, v
-
-    def items_with_content(self, items: torch.Tensor, id_keep: torch.Tensor | None = None,
-                           content: torch.Tensor | None = None
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``items`` plus the content-only output vectors ``[m, d + 1]`` (None without content).
-
-        An item without its id (new, or dropped) gets the content-only output vector.
-        ``content`` (``[n_items, c]``) replaces the stored content (fine-tuning passes fresh rows).
+        ``id_keep`` (``[m]`` 0/1) overrides the seen mask (item-id dropout while training). An
+        item without its id (new, or dropped) gets the new-item output vector, from content
+        alone (computed for those rows only). ``content`` (``[n_items, c]``) replaces the stored
+        content (fine-tuning passes fresh rows).
         """
         keep = (self.seen_mask[items] if id_keep is None else id_keep)[:, None]
         q = self.item_emb(items) * keep
         v = self.hist_emb(items) * keep
-        q_content = None
         if self.content_hidden is not None and self.warm_out is not None and self.cold is not None:
             rows = (self.content if content is None else content)[items]
             c = self.warm_out(self.content_hidden(rows))
-            q_content = self.cold(rows)
-            q_new = self.new_item_vecs[items] if bool(self.new_items_ready) else q_content
-            q = torch.where(keep > 0, q + c[:, : self.dim + 1], q_new)
+            q = q + c[:, : self.dim + 1]
             v = v + c[:, self.dim + 1 :]
-        return q, v, q_content
+            without_id = torch.nonzero(keep[:, 0] == 0).squeeze(1)
+            if len(without_id):
+                q_new = (self.new_item_vecs[items[without_id]] if bool(self.new_items_ready)
+                         else self.cold(rows[without_id]))
+                q = q.index_copy(0, without_id, q_new)
+        return q, v
 
     def users(self, history: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``[b, d + 1]`` from ``history`` (sparse ``[b, m]``, rows L2-normalised) over input vectors ``v [m, d]``."""
@@ -122,12 +117,17 @@ class UserHistories:
         np.add.at(self.indptr, users + 1, 1)
         np.cumsum(self.indptr, out=self.indptr)
         self.n_users, self.n_items = data.n_users, data.n_items
+        self._matrices: dict[float | None, sp.csr_matrix] = {}
 
     def matrix(self, half_life: float | None = None) -> sp.csr_matrix:
-        """csr ``[n_users, n_items]`` (indices oldest first): 1 per item, or ``recency_weights`` with ``half_life``."""
-        weights = np.concatenate([recency_weights(int(n), half_life) for n in np.diff(self.indptr)]) \
-            if len(self.items) else np.ones(0, np.float32)
-        return sp.csr_matrix((weights, self.items, self.indptr), shape=(self.n_users, self.n_items))
+        """csr float32 ``[n_users, n_items]`` (indices oldest first): 1 per item, or ``recency_weights`` with
+        ``half_life``. Built once per half-life (validation asks for each often); do not modify it."""
+        if half_life not in self._matrices:
+            weights = np.concatenate([recency_weights(int(n), half_life) for n in np.diff(self.indptr)]) \
+                if len(self.items) else np.ones(0, np.float32)
+            self._matrices[half_life] = sp.csr_matrix((weights, self.items, self.indptr),
+                                                      shape=(self.n_users, self.n_items))
+        return self._matrices[half_life]
 
 
 def recency_weights(n: int, half_life: float | None) -> np.ndarray:
