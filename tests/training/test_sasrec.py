@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 
 from tlrec.tables import Columns
 from tlrec.training.id_map import IdMap
@@ -74,6 +75,33 @@ def test_learns_what_follows_what_where_a_bag_of_items_cannot(fitted, planted_da
                                 Columns.TIMESTAMP: [t for h in histories for t in range(len(h))]}))
     scores = ease.score_history(bag.matrix()[: len(histories)])
     assert np.mean([scores[r].argmax() == h[-1] + 1 for r, h in enumerate(histories)]) < 0.6
+
+
+def test_a_blend_with_the_sequence_model_reads_sent_histories_in_order(fitted, planted_data):
+    """A blend holding SASRec (as `--task next-item` may serve) answers a sent history by its order: the
+    history goes in as a weighted matrix (weights by position, as serving builds it), and the blend hands
+    the sequence model that order (an unweighted matrix would read the items by id)."""
+    from tlrec.training.models.blend import BlendModel
+
+    popularity = build_model("popularity").fit(planted_data)
+    blend = BlendModel.of([fitted, popularity], [0.9, 0.1], None, planted_data)
+    rng = np.random.default_rng(2)
+    histories = []  # two distinct even items around three distinct odd ones: even, odd, odd, odd, even
+    for _ in range(60):
+        first, last = (int(x) for x in rng.choice(N_ITEMS // 2, 2, replace=False) * 2)
+        histories.append([first, *(int(x) for x in rng.choice(N_ITEMS // 2, 3, replace=False) * 2 + 1), last])
+
+    def top1(hs: list[list[int]]) -> np.ndarray:
+        rows = np.repeat(np.arange(len(hs)), [len(h) for h in hs])
+        weights = np.concatenate([blend.history_weights(len(h)) for h in hs])
+        matrix = sp.csr_matrix((weights, (rows, np.concatenate(hs))), shape=(len(hs), planted_data.n_items))
+        return blend.recommend_history(matrix, 1, exclude_history=False)[0][:, 0]
+
+    assert np.mean(top1(histories) == [h[-1] + 1 for h in histories]) >= 0.8
+    swapped = [[h[-1], *h[1:-1], h[0]] for h in histories]  # the other even item last: the answer follows it
+    assert np.mean(top1(swapped) == [h[-1] + 1 for h in swapped]) >= 0.8
+    assert fitted.ordered_history(0) is not None
+    np.testing.assert_array_equal(blend.ordered_history(0), fitted.ordered_history(0))
 
 
 def test_validation_holds_out_each_users_last_event(planted_data, fitted):

@@ -17,7 +17,8 @@ rank last.
 The blend is not a retrieval model: it scores every item exactly (``Recommender.recommend``),
 which costs one score row per component and user. Similar items come from the item space of its
 first component that has one (``item_space``: NCF's item tower). Ad-hoc histories go to every component's
-``score_history`` unweighted (``history_weights`` is 1 per item).
+``score_history`` unweighted (``history_weights`` is 1 per item); when a component reads order (SASRec),
+the blend weighs a history by position and each component gets that order with its own position weights.
 
 Saved as one ``config.json`` (each component's model name, weight and config) and one
 ``weights.safetensors`` (each component's tensors under ``<position>.`` plus the warm-item mask).
@@ -41,7 +42,7 @@ from tlrec.training.validation import ValidationSplit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BlendComponent", "BlendConfig", "BlendModel", "standardise"]
+__all__ = ["BlendComponent", "BlendConfig", "BlendModel", "reweighted_by_order", "standardise"]
 
 #: Standardised score given to items that no component can score (ranked last, still finite).
 UNSCORED = -1e4
@@ -80,6 +81,18 @@ class BlendConfig(ModelConfig):
         if self.cold_items_from is not None and self.cold_items_from not in names:
             raise ValueError(f"cold_items_from {self.cold_items_from!r} is not a component ({', '.join(names)})")
         return self
+
+
+def reweighted_by_order(history: sp.csr_matrix, weights_of: Callable[[int], np.ndarray]) -> sp.csr_matrix:
+    """``history`` (csr ``[n, n_items]``) with each row's items, ordered by their weights (lowest = oldest),
+    weighted ``weights_of(len(row))`` by position instead: the order survives, the model's own weighting applies."""
+    out = history.astype(np.float32, copy=True)
+    out.sum_duplicates()
+    for r in range(out.shape[0]):
+        lo, hi = out.indptr[r], out.indptr[r + 1]
+        order = np.argsort(out.data[lo:hi], kind="stable")
+        out.data[lo + order] = weights_of(int(hi - lo))
+    return out
 
 
 def standardise(scores: np.ndarray, warm: np.ndarray) -> np.ndarray:
@@ -188,7 +201,29 @@ class BlendModel(Recommender):
         return self._blend(lambda m: m._score(user_idx, None), item_idx)
 
     def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
-        return self._blend(lambda m: m._score_history(history, None), item_idx)
+        if not self._reads_order():
+            return self._blend(lambda m: m._score_history(history, None), item_idx)
+        return self._blend(lambda m: m._score_history(reweighted_by_order(history, m.history_weights), None),
+                           item_idx)
+
+    def _reads_order(self) -> bool:
+        """True when a component reads a history's order (a sequence model)."""
+        return any(m.reads_sequences for m in self._built())
+
+    def ordered_history(self, user_idx: int) -> np.ndarray | None:
+        """A known user's training items oldest first, from the first component that keeps the order
+        (a sequence model before the others); None if none does."""
+        for model in sorted(self._built(), key=lambda m: not m.reads_sequences):
+            if (ordered := model.ordered_history(user_idx)) is not None:
+                return ordered
+        return None
+
+    def history_weights(self, n: int) -> np.ndarray:
+        """Positions ``1..n`` when a component reads order (``_score_history`` hands each component the
+        order, weighted its own way), else 1 per item."""
+        if self._reads_order():
+            return np.arange(1, n + 1, dtype=np.float32)
+        return super().history_weights(n)
 
     def item_space(self) -> np.ndarray | None:
         """The item space of the first component that has one (NCF's item tower), for similar items."""
