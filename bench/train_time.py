@@ -30,14 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = {"tlrec train (defaults: --model auto)": [], "tlrec train --model lightfm": ["--model", "lightfm"]}
 
 
-def _tlrec() -> list[str]:
-    script = Path(sys.executable).with_name("tlrec")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "tlrec.services.cli"]
-
-
 def time_train(args: argparse.Namespace, extra: list[str], out: Path) -> dict[str, Any]:
     """Wall-clock seconds of one `tlrec train` process and the model it published."""
-    cmd = [*_tlrec(), "train", "--catalog", str(args.catalog), "--interactions", str(args.interactions),
+    cmd = [sys.executable, "-m", "tlrec.services.cli", "train", "--catalog", str(args.catalog), "--interactions", str(args.interactions),
            "--vectors", str(args.vectors), "--out", str(out), *extra]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)

@@ -561,8 +561,6 @@ def test_propensity_predict_gives_the_planted_probabilities(planted_likes, tmp_p
     assert np.abs(strangers["probability"].to_numpy() - rates).mean() < 0.1, (strangers["probability"].to_numpy()[:10], rates[:10])
 
 
-@pytest.mark.slow  # kept out of the default run (time budget): the resumable Ray partition runner that predict
-# shares with score is checked by tests/services/test_batch_scoring.py::test_resume_after_a_failed_partition
 def test_ray_predict_matches_in_process_and_resumes(planted_likes, ray_local, tmp_path, monkeypatch):
     """`tlrec predict` as a Ray job (3 partitions): a failed partition fails the job with one line;
     the re-run reuses the finished parts and writes what the in-process run writes, in input order."""
