@@ -1,4 +1,4 @@
-"""Batch scoring: the Ray job (`tlrec score`) against in-process loops, 100,000 users, top-100.
+"""Batch scoring: `tlrec score` (Ray job and in process) against a bare numpy loop, 100,000 users, top-100.
 
     .venv/bin/python bench/score_ray.py                       # 100,000 users, 10,000 items, k=100
     .venv/bin/python bench/score_ray.py --users 5000 --items 2000 --k 20     # a quick check
@@ -6,28 +6,28 @@
 Data: a synthetic 10,000-item catalog (ids only: the model is trained without
 content vectors, so no encoder runs) in 20 clusters, and 100,000 users who each
 like one or two clusters (5-25 events each, ~1.5 M interactions). Model: NCF
-(dim 32, one epoch by default, no validation split: quality is not the point), published
-as an artifact with its FAISS index, the same path the API serves
-(``ServedModel.recommend``: FAISS retrieve -> NCF rank -> drop seen items).
+(dim 32, one epoch by default, no validation split: quality is not the point; the ranking
+head off, so its ranking is the inner product the index searches), published as an artifact
+with its FAISS index, the same path the API serves (``ServedModel``: FAISS retrieve ->
+NCF rank -> drop seen items).
 
 Three runs over the same 100,000 users (top-100, seen items excluded), each in
 its own child process whose whole process tree (driver + Ray's processes +
 actors) is sampled for memory every 0.2 s (RSS sum; PSS every 1 s) with
 ``embed_memory.MemorySampler``:
 
-1. plain loop: ``ServedModel.recommend`` in the job's batches (1,024 users within each
-   5,000), every list kept in memory, one Parquet write at the end (``tlrec score``
-   before the Ray job);
+1. bare loop (issue 17's baseline): the artifact's user vectors x its index's item vectors
+   in blocks of 1,024 users (one BLAS product), seen items set to -inf, argpartition top-k,
+   sort, one Parquet write; no id checks, no fallback, no partitions;
 2. ``tlrec score --no-ray``: the partitioned job in process (parts of 5,000 users);
 3. ``tlrec score`` on a local Ray started by the job: one actor per core, each
    loads the artifact once (1 torch/FAISS thread each).
 
 Throughput is users per second of the whole child (artifact loading, and for
 Ray its start, included); the Ray row also gives the figure without Ray's start.
-The outputs are compared row by row (``outputs_agree``). The batches are the same in
-every run: a served list does not depend on the other users of its batch, but the batch
-size decides whether numpy or FAISS searches the exact index, which may order ties
-differently. Writes ``bench/results/score_ray.md`` and ``.json`` and prints a table.
+The outputs are compared row by row with the bare loop's (``outputs_agree``): exact
+ties aside, the rows are the same. Writes ``bench/results/score_ray.md`` and ``.json``
+and prints a table.
 """
 
 from __future__ import annotations
@@ -63,20 +63,33 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 mode, artifacts, users, out, k = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 t0 = time.perf_counter()
 init = 0.0
-if mode == "plain":
+if mode == "bare":
+    import faiss, numpy as np, polars as pl
+    from pathlib import Path
     from tlrec.serving.served_model import ServedModel
-    from tlrec.files import write_parquet_atomic
     from tlrec.services.files import read_id_list
     from tlrec.tables import Columns
-    from tlrec.services.jobs import frame_of_recommendations
-    from pathlib import Path
     served = ServedModel.load(Path(artifacts))
     ids = list(dict.fromkeys(read_id_list(Path(users), "user", Columns.USER)))
-    recs = []
-    for part in range(0, len(ids), 5000):  # the job's batches: 1,024 users within each partition of 5,000
-        for lo in range(part, min(part + 5000, len(ids)), 1024):
-            recs.extend(served.recommend(ids[lo:min(lo + 1024, part + 5000)], k, True))
-    write_parquet_atomic(frame_of_recommendations(recs), Path(out))
+    rows = served.users.to_internal(ids)  # every bench user is known
+    queries = served.model.query_vectors(rows)  # [n, d]
+    inner = served.index.index
+    vectors = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d)
+    external = pl.Series(served.items.external.tolist(), dtype=pl.String)
+    top, top_scores = [], []
+    for lo in range(0, len(ids), 1024):
+        scores = queries[lo : lo + 1024] @ vectors.T  # [b, n_items]
+        seen = served.seen[rows[lo : lo + 1024]].tocoo()
+        scores[seen.row, seen.col] = -np.inf
+        part = np.argpartition(-scores, k, axis=1)[:, :k]
+        part_scores = np.take_along_axis(scores, part, 1)
+        order = np.argsort(-part_scores, axis=1, kind="stable")
+        top.append(np.take_along_axis(part, order, 1))
+        top_scores.append(np.take_along_axis(part_scores, order, 1))
+    top, top_scores = np.concatenate(top), np.concatenate(top_scores)
+    pl.DataFrame({Columns.USER: pl.Series(ids, dtype=pl.String).gather(np.repeat(np.arange(len(ids)), k)),
+                  Columns.ITEM: external.gather(top.ravel()), Columns.SCORE: top_scores.ravel().astype(np.float64),
+                  Columns.RANK: np.tile(np.arange(1, k + 1, dtype=np.int32), len(ids))}).write_parquet(out)
 else:
     from tlrec.ray_cluster import start_ray
     from tlrec.services.batch_scoring import score_job
@@ -143,7 +156,7 @@ def train_artifact(root: Path, catalog: pl.DataFrame, interactions: pl.DataFrame
     t0 = time.perf_counter()
     with staged_version(root, version=version, manifest=manifest) as stage:
         _, info = train_into(stage, catalog, interactions, None, "ncf",  # the complete version, index included
-                             {"dim": 32, "epochs": epochs, "val_fraction": 0.0, "progress": False})
+                             {"dim": 32, "epochs": epochs, "val_fraction": 0.0, "head_negatives": 0, "progress": False})
         manifest.update(info)
     return root / version, time.perf_counter() - t0
 
@@ -197,7 +210,7 @@ def main() -> int:
         users.write_text("\n".join(interactions["user_id"].unique().sort().to_list()) + "\n")
         del interactions
         load_before = os.getloadavg()[0]
-        for name, mode in (("plain loop (in process, all in memory)", "plain"),
+        for name, mode in (("bare numpy loop (user x item vectors, top-k)", "bare"),
                            ("tlrec score --no-ray (partitioned, in process)", "no-ray"),
                            ("tlrec score (Ray job, local Ray)", "ray")):
             print(f"{name} ...", flush=True)
@@ -205,7 +218,7 @@ def main() -> int:
             runs[name]["mode"] = mode
             print(f"  {args.users / runs[name]['seconds']:.0f} users/s, peak RSS "
                   f"{runs[name]['peak_rss'] / GB:.2f} GB", flush=True)
-        checks = {f"{m} vs plain": compare_lists(work / "plain.parquet", work / f"{m}.parquet")
+        checks = {f"{m} vs bare": compare_lists(work / "bare.parquet", work / f"{m}.parquet")
                   for m in ("no-ray", "ray")}
         load_after = os.getloadavg()[0]
     finally:
@@ -220,7 +233,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / GB:.0f} GB RAM, "
                    f"Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}",
         "users": args.users, "items": args.items, "k": args.k, "exclude_seen": True,
-        "model": f"NCF dim 32, {args.epochs} epochs, no content vectors; FAISS IndexFlatIP",
+        "model": f"NCF dim 32, {args.epochs} epochs, no content vectors, ranking head off; FAISS IndexFlatIP",
         "train_s": round(train_s, 1),
         "outputs_agree": checks,
         "load_avg_1min_before_after": [round(load_before, 2), round(load_after, 2)],
@@ -234,7 +247,7 @@ def report(runs: dict[str, dict[str, Any]], meta: dict[str, Any], out: Path) -> 
     from rich.console import Console
     from rich.table import Table
 
-    base = next(r for r in runs.values() if r["mode"] == "plain")
+    base = next(r for r in runs.values() if r["mode"] == "bare")
     n = meta["users"]
 
     def parts(r: dict[str, Any]) -> str:
@@ -247,7 +260,7 @@ def report(runs: dict[str, dict[str, Any]], meta: dict[str, Any], out: Path) -> 
                 f"{r['peak_rss'] / GB:.2f}", parts(r), f"{r['peak_pss'] / GB:.2f}", str(r["processes"]),
                 str(r["rows"])]
 
-    cols = ["run", "seconds", "users/s", "users/s w/o Ray start", "throughput vs plain loop", "peak RSS sum (GB)",
+    cols = ["run", "seconds", "users/s", "users/s w/o Ray start", "throughput vs bare loop", "peak RSS sum (GB)",
             "at the peak, by role (GB)", "peak PSS sum (GB)", "processes", "rows out"]
     table = Table(title=f"Batch scoring {n} users x top-{meta['k']} over {meta['items']} items")
     for col in cols:
@@ -259,7 +272,7 @@ def report(runs: dict[str, dict[str, Any]], meta: dict[str, Any], out: Path) -> 
         print(f"{k}: {v}")
 
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Batch scoring: Ray job vs in-process loops ({n} users, top-{meta['k']}, {meta['items']} items)", "",
+    lines = [f"# Batch scoring: tlrec score vs a bare numpy loop ({n} users, top-{meta['k']}, {meta['items']} items)", "",
              f"Command: `{meta['command']}`  ", f"Run {meta['date']} on {meta['machine']}.", "",
              "Each run is a child process; memory is summed over its whole process tree. Seconds include loading "
              "the artifact (and, for Ray, starting it).", "",

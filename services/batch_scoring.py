@@ -3,7 +3,7 @@
 The users file (one id a line, duplicates dropped, order kept) runs through the partitioned
 job machinery of ``services.partitions`` (resumable after a crash, one part per partition,
 assembled into one file); ``PartitionScorer`` is its worker: it loads the artifact once and
-scores a partition with ``ServedModel.recommend`` (the API's retrieve -> rank -> filter path)
+scores a partition with ``ServedModel.recommend_frame`` (the API's retrieve -> rank -> filter path)
 in batches.
 
 Output columns ``user_id, item_id, score, rank, model_version`` (rank 1 = best), k
@@ -27,7 +27,6 @@ import polars as pl
 from tlrec.serving.served_model import ServedModel
 from tlrec.files import sha256_file, write_parquet_atomic
 from tlrec.services.files import read_id_list
-from tlrec.services.jobs import frame_of_recommendations
 from tlrec.errors import UsageError
 from tlrec.ray_cluster import LOCAL
 from tlrec.services.partitions import (
@@ -109,10 +108,10 @@ class PartitionScorer:
         frames = []
         popular = 0
         for lo in range(0, len(users), spec.batch_size):
-            recs = self.served.recommend(list(users[lo : lo + spec.batch_size]), spec.k, spec.exclude_seen,
-                                         spec.candidates)
-            popular += sum(r.source == "popular" for r in recs)
-            frames.append(frame_of_recommendations(recs))
+            part, unknown = self.served.recommend_frame(list(users[lo : lo + spec.batch_size]), spec.k,
+                                                        spec.exclude_seen, spec.candidates)
+            popular += unknown
+            frames.append(part)
         frame = pl.concat(frames)
         if spec.titles is not None:
             title = pl.col(Columns.ITEM).replace_strict(spec.titles, default=None, return_dtype=pl.String)

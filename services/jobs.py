@@ -280,17 +280,3 @@ def probability_table(rows: dict[str, dict[str, float]]) -> "rich.table.Table": 
     for segment, m in rows.items():
         table.add_row(segment, *(f"{m[n]:.4f}" for n in names), str(int(m["n"])))
     return table
-
-
-def frame_of_recommendations(recs: list) -> pl.DataFrame:
-    """Long format ``user_id, item_id, score, rank`` (rank 1 = best)."""
-    users, items, scores, ranks = [], [], [], []
-    for r in recs:
-        users.extend([r.user_id] * len(r.item_ids))
-        items.extend(r.item_ids)
-        scores.extend(r.scores)
-        ranks.extend(r.ranks)
-    return pl.DataFrame(
-        {Columns.USER: users, Columns.ITEM: items, Columns.SCORE: scores, Columns.RANK: ranks},
-        schema={Columns.USER: pl.Utf8, Columns.ITEM: pl.Utf8, Columns.SCORE: pl.Float64, Columns.RANK: pl.Int32},
-    )

@@ -242,37 +242,29 @@ def _run_on_ray(worker: type[Worker], spec: Any, partitions: list[list[Any]], to
 
 def _assemble(staging: Path, n_partitions: int, out: Path) -> int:
     """Stream the parts, in order, into one file at ``out`` (temp + fsync + rename): CSV with a header when
-    ``out`` ends in ``.csv``, else Parquet; returns rows."""
-    import pyarrow.csv as pa_csv
+    ``out`` ends in ``.csv``, else Parquet; returns rows.
+
+    polars streams the parts (``sink_*``, in parallel); parts whose column types differ (a column
+    null in one part) are cast to a common type.
+    """
+    import polars as pl
     import pyarrow.parquet as pq
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
-    rows = 0
-    writer: Any = None
-    schema = None
     try:
-        for i in range(n_partitions):
-            table = pq.read_table(part_path(staging, i))
-            if writer is None:
-                schema = table.schema
-                writer = (pa_csv.CSVWriter(tmp, schema) if out.suffix.lower() == ".csv"
-                          else pq.ParquetWriter(tmp, schema))
-            elif table.schema != schema:
-                table = table.cast(schema)
-            writer.write_table(table)
-            rows += table.num_rows
-        if writer is not None:
-            writer.close()
-            writer = None
+        parts = [part_path(staging, i) for i in range(n_partitions)]
+        rows = sum(pq.read_metadata(p).num_rows for p in parts)
+        frames = pl.concat([pl.scan_parquet(p) for p in parts], how="vertical_relaxed")
+        if out.suffix.lower() == ".csv":
+            frames.sink_csv(tmp)
+        else:
+            frames.sink_parquet(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, out)
     except BaseException:
-        if writer is not None:
-            writer.close()
         Path(tmp).unlink(missing_ok=True)
         raise
     return rows
-

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 
+from tlrec.tables import Columns
 from tlrec.training.artifacts import open_version
 from tlrec.training.id_map import IdMap
 from tlrec.training.index import VectorIndex
@@ -147,6 +149,41 @@ class ServedModel:
         ``candidates``: rank only among these item ids (unknown ids are ignored).
         ``exclude_seen``: drop items the user has in the training interactions.
         """
+        items, scores, known = self._top_k(user_ids, k, exclude_seen, candidates)
+        out = self._answers(user_ids, items, scores, "model")
+        for row in np.flatnonzero(~known):
+            out[row].source = "popular"
+        return out
+
+    def recommend_frame(
+        self,
+        user_ids: Sequence[str],
+        k: int,
+        exclude_seen: bool = True,
+        candidates: Sequence[str] | None = None,
+    ) -> tuple[pl.DataFrame, int]:
+        """``recommend``'s lists in long format, built from arrays (batch scoring): the frame and how many
+        users were unknown (answered with popular items).
+
+        Columns ``user_id, item_id`` (String), ``score`` (Float64), ``rank`` (Int32, 1 = best); users in input
+        order, each user's rows best first.
+        """
+        items, scores, known = self._top_k(user_ids, k, exclude_seen, candidates)
+        ok = items >= 0
+        rows = np.repeat(np.arange(len(user_ids)), ok.sum(axis=1))
+        ranks = np.broadcast_to(np.arange(1, items.shape[1] + 1, dtype=np.int32), items.shape)
+        frame = pl.DataFrame({
+            Columns.USER: pl.Series(list(user_ids), dtype=pl.String).gather(rows),
+            Columns.ITEM: self._item_id_series().gather(items[ok]),
+            Columns.SCORE: scores[ok].astype(np.float64),
+            Columns.RANK: ranks[ok],
+        })
+        return frame, int((~known).sum())
+
+    def _top_k(self, user_ids: Sequence[str], k: int, exclude_seen: bool,
+               candidates: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Internal items int64 ``[n, k]`` (-1 padded at the end), scores float32 ``[n, k]`` and a bool ``[n]``
+        mask of the known users (the others got the popularity fallback)."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         user_idx = self.users.to_internal(list(user_ids), missing="ignore")
@@ -155,18 +192,22 @@ class ServedModel:
             cand_idx = self.items.to_internal(list(candidates), missing="ignore")
             cand_idx = np.unique(cand_idx[cand_idx >= 0])
         known = user_idx >= 0
-        out: list[Recommendations | None] = [None] * len(user_ids)
+        items = np.full((len(user_idx), k), -1, np.int64)
+        scores = np.full((len(user_idx), k), -np.inf, np.float32)
         if known.any():
-            rows = np.flatnonzero(known)
-            items, scores = self._model_top_k(user_idx[known], k, exclude_seen, cand_idx)
-            for pos, rec in zip(rows, self._answers([user_ids[r] for r in rows], items, scores, "model")):
-                out[pos] = rec
+            got, got_scores = self._model_top_k(user_idx[known], k, exclude_seen, cand_idx)
+            items[known, : got.shape[1]], scores[known, : got.shape[1]] = got, got_scores
         if (~known).any():
-            rows = np.flatnonzero(~known)
-            items, scores = self.fallback.recommend(np.zeros(len(rows), np.int64), k, None, cand_idx)
-            for pos, rec in zip(rows, self._answers([user_ids[r] for r in rows], items, scores, "popular")):
-                out[pos] = rec
-        return [r for r in out if r is not None]
+            got, got_scores = self.fallback.recommend(np.zeros(int((~known).sum()), np.int64), k, None, cand_idx)
+            items[~known, : got.shape[1]], scores[~known, : got.shape[1]] = got, got_scores
+        return items, scores, known
+
+    def _item_id_series(self) -> pl.Series:
+        """The external item ids as a polars String series, by internal id (built once)."""
+        series = getattr(self, "_item_id_cache", None)
+        if series is None:
+            series = self._item_id_cache = pl.Series(self.items.external.tolist(), dtype=pl.String)
+        return series
 
     def _model_top_k(
         self, users: np.ndarray, k: int, exclude_seen: bool, candidates: np.ndarray | None

@@ -181,3 +181,18 @@ def test_job_with_no_complete_part_leaves_nothing(tiny_world, tmp_path, monkeypa
         score_job(tiny_world.artifacts, _users_file(tmp_path, tiny_world.users[:5]), 3, out, ray_address=None,
                   progress=False)
     assert list(out.parent.iterdir()) == []
+
+
+def test_parts_are_assembled_in_order_with_their_column_types_reconciled(tmp_path):
+    """A part whose optional column is all null (a partition of items without titles) joins the others."""
+    from tlrec.services.partitions import _assemble, part_path
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    pl.DataFrame({"user_id": ["b", "c"], "title": ["x", "y"]}).write_parquet(part_path(staging, 1))
+    pl.DataFrame({"user_id": ["a"], "title": [None]}).write_parquet(part_path(staging, 0))
+    for out, read in ((tmp_path / "o.parquet", pl.read_parquet), (tmp_path / "o.csv", pl.read_csv)):
+        assert _assemble(staging, 2, out) == 3
+        frame = read(out)
+        assert frame["user_id"].to_list() == ["a", "b", "c"] and frame["title"].to_list() == [None, "x", "y"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv", "o.parquet", "staging"]  # no temp file left

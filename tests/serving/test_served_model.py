@@ -62,6 +62,21 @@ def test_candidates_restrict(served):
         assert set(rec.item_ids) <= set(candidates)
 
 
+def test_recommend_frame_holds_the_lists_of_recommend(served):
+    """Batch scoring's long frame (built from arrays) is ``recommend``'s lists, row for row."""
+    users = list(served.users.external[:6]) + ["stranger"]
+    candidates = list(served.items.external[:12])
+    for k, cands in ((10, None), (5, candidates), (len(served.items) + 5, None)):
+        frame, unknown = served.recommend_frame(users, k, True, cands)
+        recs = served.recommend(users, k, True, cands)
+        assert unknown == 1
+        assert frame.columns == [Columns.USER, Columns.ITEM, Columns.SCORE, Columns.RANK]
+        assert frame[Columns.USER].to_list() == [r.user_id for r in recs for _ in r.item_ids]
+        assert frame[Columns.ITEM].to_list() == [i for r in recs for i in r.item_ids]
+        assert frame[Columns.SCORE].to_list() == [s for r in recs for s in r.scores]
+        assert frame[Columns.RANK].to_list() == [n for r in recs for n in r.ranks]
+
+
 def test_cold_items_are_recommendable_through_content(served, world):
     """Items with no training interactions get ranked, and mostly for users whose taste they match."""
     train = _train(world)

@@ -88,6 +88,33 @@ def test_retrieve_rank_with_an_index_style_retrieval_is_recommend(ncf):
     np.testing.assert_array_equal(got[0], expected[0])
 
 
+def test_a_model_that_ranks_by_the_inner_product_retrieves_only_k(ncf):
+    """Without the ranking head the lists are the retrieval's own top k: retrieving deeper is wasted work
+    (batch scoring's cost, issue 17); with the head, the retrieval goes ``retrieval_depth`` deep."""
+    model, data = ncf
+    users = np.arange(data.n_users)
+    depths: list[int] = []
+
+    def recording(queries: np.ndarray, depth: int, exclude: sp.csr_matrix | None) -> np.ndarray:
+        depths.append(depth)
+        return model._exact_retrieve(queries, depth, exclude)
+
+    head = float(model.net.head_on)
+    try:
+        for head_on, depth in ((1.0, base.retrieval_depth(3, model.n_items)), (0.0, 3)):
+            model.net.head_on.fill_(head_on)
+            assert model.ranks_by_inner_product == (head_on == 0.0)
+            got = model.retrieve_rank(model.query_vectors(users), 3, data.seen()[users], retrieve=recording)
+            assert depths[-1] == depth
+            expected = model.recommend(users, 3, exclude=data.seen())
+            np.testing.assert_array_equal(got[0], expected[0])
+    finally:
+        model.net.head_on.fill_(head)
+    untrained = NCFModel(NCFConfig(dim=8, content_hidden=8, epochs=1, head_negatives=0, val_fraction=0.0,
+                                   progress=False)).fit(data)
+    assert untrained.ranks_by_inner_product  # no head trained: none served
+
+
 def test_models_without_retrieval_refuse_the_vector_methods():
     model = PopularityModel().fit(_data())
     assert not model.retrieval

@@ -105,6 +105,9 @@ class Recommender(ABC):
     finetunes_text: ClassVar[bool] = False
     #: reads a history's order, event types and times (``sequence_vectors``), not only its items
     reads_sequences: ClassVar[bool] = False
+    #: a retrieval model whose ``rank_vectors`` is the inner product the index searches: its lists
+    #: are the retrieval's top k (nothing deeper to re-rank)
+    ranks_by_inner_product: bool = False
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -353,7 +356,8 @@ class Recommender(ABC):
         ``exclude``: csr ``[n, n_items]``, one row per query; its items are never recommended.
         ``retrieve`` (``Retrieve``) finds each row's ``retrieval_depth(k)`` best items by
         inner product outside ``exclude``: exact by default, an index's search in serving.
-        The candidates are then ranked by ``rank_vectors``.
+        The candidates are then ranked by ``rank_vectors``. A model that ``ranks_by_inner_product``
+        retrieves only k: deeper candidates could not overtake them.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -367,7 +371,9 @@ class Recommender(ABC):
 
     def _retrieve_rank(self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None,
                        retrieve: Retrieve) -> tuple[np.ndarray, np.ndarray]:
-        cand = retrieve(queries, retrieval_depth(k, self.n_items), exclude)
+        # a model that ranks by the retrieval's own inner product keeps the retrieval's top k
+        depth = min(k, self.n_items) if self.ranks_by_inner_product else retrieval_depth(k, self.n_items)
+        cand = retrieve(queries, depth, exclude)
         scores = self._rank_vectors(queries, cand)
         pos, top_scores = top_k(scores, k, np.arange(cand.shape[1]))
         items = np.where(pos >= 0, np.take_along_axis(cand, np.maximum(pos, 0), 1), -1)

@@ -193,6 +193,11 @@ class NCFModel(Recommender):
         self._check_fitted_net()
         return self._item_vecs
 
+    @property
+    def ranks_by_inner_product(self) -> bool:
+        """True when validation switched the ranking head off (or it was never trained)."""
+        return self.net is not None and not float(self.net.head_on)
+
     def _rank_vectors(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """``<p, q> + head(p * q)`` float32 ``[n, m]`` for queries ``[n, dim + 1]`` and candidates ``[n, m]``."""
         self._check_fitted_net()

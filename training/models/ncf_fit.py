@@ -109,6 +109,8 @@ class NCFTrainer:
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         net = NCFNet(data.n_items, content, cfg)
+        if cfg.head_negatives <= 0:  # an untrained head adds nothing but work
+            net.head_on.fill_(0.0)
         if cfg.recency_half_life not in (None, "auto"):
             net.half_life.fill_(float(cfg.recency_half_life))
         hist = UserHistories(data, cfg.max_history)
@@ -387,10 +389,7 @@ class NCFTrainer:
         model = self.model  # mid-fit: the private path (the public one wants a fitted model)
         assert model.net is not None
         queries, exclude = model._query_vectors(val.users), val.seen[val.users]
-        if float(model.net.head_on):
-            recs, _ = model._retrieve_rank(queries, k, exclude, model._exact_retrieve)
-        else:  # without the head, ranking orders the retrieved items by the same inner product: its top k
-            recs = model._exact_retrieve(queries, k, exclude)
+        recs, _ = model._retrieve_rank(queries, k, exclude, model._exact_retrieve)
         return float(val.ndcg_per_user(recs, k).mean())
 
 

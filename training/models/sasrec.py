@@ -82,6 +82,7 @@ class SASRecModel(Recommender):
     recommends_for_cold_users = True
     recommends_from_history = True
     retrieval = True
+    ranks_by_inner_product = True
     reads_sequences = True
 
     config: SASRecConfig
