@@ -294,7 +294,7 @@ def _validation_grid(split: ValidationSplit, blend: BlendModel,
     for s in range(0, len(split.users), chunk):
         rows = split.users[s : s + chunk]
         seen = split.seen[rows]
-        for v, scores in enumerate(variants(blend.standardised(lambda m, rows=rows: m._score(rows, None)))):
+        for v, scores in enumerate(variants(blend.standardised(lambda m, items, rows=rows: m._score(rows, items)))):
             top, _ = masked_top_k(scores, 10, seen, None)
             per_user[v, s : s + chunk] = split.ndcg_per_user(top, users=rows)
     return per_user

@@ -127,6 +127,7 @@ async def _start(state: ServiceState, given: ServedModel | ModelSet | None,
         if console_state is not None:
             state.not_ready_reason = "loading the catalog"
             await anyio.to_thread.run_sync(console_state.load_training_catalog, state.models.default)
+        service.settle_heap()
         state.ready, state.not_ready_reason = True, None
         state.metrics.ready.set(1)
         arms = state.models.arms

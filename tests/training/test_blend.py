@@ -170,6 +170,36 @@ def test_cold_items_get_the_routers_standardised_score(world):
         assert {group_of[int(i)] for i in items[u]} == {g}
 
 
+def test_a_router_alone_is_scored_on_the_cold_items_and_a_sample_of_warm_ones(world, monkeypatch):
+    """A weight-0 router costs (cold + ROUTER_SCALE_ITEMS) columns, not the catalog (the demo's served blend:
+    EASE + NCF for new items); its scale comes from the sampled warm items."""
+    import tlrec.training.models.blend as blend_module
+
+    data, _, cold, knn, pop, content = world
+    monkeypatch.setattr(blend_module, "ROUTER_SCALE_ITEMS", 8)
+    blend = BlendModel.of([knn, pop, content], [0.6, 0.4, 0.0], "content", data)
+    asked: list[np.ndarray | None] = []
+    scored = content._score
+
+    def spy(user_idx, item_idx):
+        asked.append(item_idx)
+        return scored(user_idx, item_idx)
+
+    monkeypatch.setattr(content, "_score", spy)
+    users = np.arange(data.n_users)
+    scores = blend.score(users)
+    (columns,) = asked
+    assert len(columns) == len(cold) + 8 and set(columns[: len(cold)]) == set(cold.tolist())
+    sample = columns[len(cold):]
+    assert not set(sample) & set(cold.tolist())
+    raw = scored(users, None)
+    expected = (raw[:, np.sort(cold)] - raw[:, sample].mean(1, keepdims=True)) / raw[:, sample].std(1, keepdims=True)
+    np.testing.assert_allclose(scores[:, np.sort(cold)], expected, rtol=1e-4, atol=1e-4)
+    warm = np.setdiff1d(np.arange(data.n_items), cold)
+    alone = BlendModel.of([knn, pop], [0.6, 0.4], None, data).score(users)
+    np.testing.assert_allclose(scores[:, warm], alone[:, warm], rtol=1e-5, atol=1e-5)
+
+
 def test_score_history_equals_score_for_a_users_own_history(world):
     data, _, _, knn, pop, _ = world
     blend = BlendModel.of([knn, pop], [0.5, 0.5], None, data)
