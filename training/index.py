@@ -1,6 +1,16 @@
 """FAISS index over item vectors: maximum inner product search.
 
-Exact (``IndexFlatIP``) up to ``EXACT_MAX_ITEMS`` items, HNSW above that. Saved with
+Exact (``IndexFlatIP``) up to ``EXACT_MAX_ITEMS`` items. Above that, an inverted-file index
+(``IndexIVFFlat``: the items in k-means cells, a query scans the ``nprobe`` cells nearest to it)
+with its parameters set by one rule, not by hand per dataset:
+
+* ``nlist = round(sqrt(n))`` cells, k-means trained on ``TRAIN_PER_CELL`` sampled items per
+  cell (FAISS asks for 39 to 256);
+* ``nprobe``: the smallest number of cells whose recall@10 against exact search reaches
+  ``TARGET_RECALL`` on ``CALIBRATION_QUERIES`` sample queries (the model's own query vectors
+  when given, else item vectors), measured at build time and stored in the index file.
+
+Figures at a million items: ``bench/results/million.md``. Saved with
 ``faiss.write_index`` (FAISS's own binary format, no pickle). Built at training time over
 a retrieval model's item vectors and written with the rest of the version
 (``training.model_artifact``); searched at serving time (``serving.served_model``).
@@ -19,6 +29,11 @@ from tlrec.training.artifacts import ArtifactError
 logger = logging.getLogger(__name__)
 
 EXACT_MAX_ITEMS = 200_000
+#: recall@10 against exact search the approximate index is calibrated to (at build time)
+TARGET_RECALL = 0.97
+CALIBRATION_QUERIES = 256
+#: items per k-means cell sampled to train the cells
+TRAIN_PER_CELL = 40
 
 
 class IndexFileError(ArtifactError):
@@ -40,8 +55,13 @@ class VectorIndex:
         self.index = index
 
     @classmethod
-    def build(cls, vectors: np.ndarray, exact_max_items: int = EXACT_MAX_ITEMS) -> "VectorIndex":
-        """Index float32 ``[n, d]`` vectors; row i gets id i."""
+    def build(cls, vectors: np.ndarray, exact_max_items: int = EXACT_MAX_ITEMS,
+              queries: np.ndarray | None = None) -> "VectorIndex":
+        """Index float32 ``[n, d]`` vectors; row i gets id i.
+
+        ``queries`` (float32 ``[m, d]``, optional): typical query vectors, to calibrate an
+        approximate index's ``nprobe`` (see the module docstring); without them, item vectors are.
+        """
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         if x.ndim != 2 or x.shape[0] == 0:
             raise ValueError(f"index: expected a non-empty [n, d] matrix, got shape {x.shape}")
@@ -50,13 +70,10 @@ class VectorIndex:
         n, d = x.shape
         if n <= exact_max_items:
             index = faiss.IndexFlatIP(d)
-        else:
-            index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = 80
-            index.hnsw.efSearch = 128
-        index.add(x)
-        logger.info("index: %s over %d items, dim %d", type(index).__name__, n, d)
-        return cls(index)
+            index.add(x)
+            logger.info("index: exact over %d items, dim %d", n, d)
+            return cls(index)
+        return cls(_inverted_file(x, queries))
 
     @property
     def dim(self) -> int:
@@ -93,3 +110,37 @@ class VectorIndex:
         if index.d < 1 or index.ntotal < 0:
             raise IndexFileError(f"{path}: index of dimension {index.d} holding {index.ntotal} vectors")
         return cls(index)
+
+
+def _inverted_file(x: np.ndarray, queries: np.ndarray | None) -> faiss.Index:
+    """``IndexIVFFlat`` over ``x`` ``[n, d]`` with ``nlist`` and ``nprobe`` set by the module's rule."""
+    n, d = x.shape
+    rng = np.random.default_rng(0)
+    nlist = max(1, round(np.sqrt(n)))
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    train = x[np.sort(rng.choice(n, min(n, TRAIN_PER_CELL * nlist), replace=False))]
+    index.train(train)
+    index.add(x)
+    if queries is None or len(queries) == 0:
+        queries = x
+    q = np.ascontiguousarray(queries[rng.choice(len(queries), min(len(queries), CALIBRATION_QUERIES),
+                                                replace=False)], dtype=np.float32)
+    _, truth = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)  # exact, without a copy of x
+
+    def recall_at(nprobe: int) -> float:
+        index.nprobe = nprobe
+        _, got = index.search(q, 10)
+        return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got.tolist(), truth.tolist())]))
+
+    # the first power of two that reaches the target, then bisect down to the smallest nprobe that does
+    low, high = 0, 1
+    while high < nlist and recall_at(high) < TARGET_RECALL:
+        low, high = high, min(2 * high, nlist)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if recall_at(mid) >= TARGET_RECALL else (mid, high)
+    recall = recall_at(high)
+    logger.info("index: IVF over %d items, dim %d: %d cells, nprobe %d (recall@10 %.3f on %d sample queries)",
+                n, d, nlist, index.nprobe, recall, len(q))
+    return index

@@ -45,7 +45,7 @@ from tlrec.training.artifacts import (
     tensor_array,
 )
 from tlrec.training.id_map import IdMap
-from tlrec.training.index import VectorIndex
+from tlrec.training.index import CALIBRATION_QUERIES, EXACT_MAX_ITEMS, VectorIndex
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models import PopularityModel, Recommender, get_model_class
 from tlrec.training.models.base import CONFIG_FILE
@@ -79,7 +79,7 @@ class ModelArtifact:
     @classmethod
     def build(cls, model: Recommender, data: InteractionData, fit_seconds: float = 0.0) -> ModelArtifact:
         """The complete set for ``model`` fitted on ``data``: popularity fallback, id maps, seen items, index."""
-        index = VectorIndex.build(model.item_vectors()) if model.retrieval else None
+        index = VectorIndex.build(model.item_vectors(), queries=_sample_queries(model)) if model.retrieval else None
         training: dict[str, Any] = {
             "model": model.name,
             "config": model.config.model_dump(mode="json"),
@@ -165,6 +165,15 @@ class ModelArtifact:
                 raise ArtifactError(f"{version_dir / INDEX_FILE}: index holds {index.ntotal} x {index.dim}, "
                                     f"model expects {model.n_items} x {dim}")
         return cls(model, fallback, items, users, seen, index)
+
+
+def _sample_queries(model: Recommender) -> np.ndarray | None:
+    """Query vectors of up to ``CALIBRATION_QUERIES`` users (seed 0) that calibrate an approximate index;
+    None when the index will be exact (or the model has no users)."""
+    if model.n_items <= EXACT_MAX_ITEMS or model.n_users == 0:
+        return None
+    users = np.random.default_rng(0).choice(model.n_users, min(model.n_users, CALIBRATION_QUERIES), replace=False)
+    return model.query_vectors(np.sort(users))
 
 
 def read_id_map(path: Path) -> IdMap:

@@ -136,6 +136,19 @@ def test_ncf_recovers_held_out_item(group_data):
     assert hits >= 0.9, hits
 
 
+def test_ncf_over_a_sampled_softmax_learns_with_sparse_id_gradients(group_data):
+    """Above ``full_softmax_items`` a step scores a sample of the items; the id embeddings then take sparse
+    gradients and a lazy Adam (a million-item catalog costs a step the rows it touches), and still learn."""
+    data, content, held_out = group_data
+    model = NCFModel(NCFConfig(dim=16, content_hidden=32, epochs=60, batch_users=16, val_fraction=0.0,
+                               progress=False, lr=1e-2, full_softmax_items=8, negatives=8))
+    model.fit(data, content)
+    assert model.net.item_emb.sparse and model.net.hist_emb.sparse
+    users = np.arange(data.n_users)
+    items, _ = model.recommend(users, 1, exclude=data.seen())
+    assert np.mean([items[u, 0] == held_out[u] for u in users]) >= 0.8
+
+
 def test_popularity_known_answer():
     frame = pl.DataFrame({
         Columns.USER: ["a", "b", "c", "a", "b", "a"],

@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 
 UNKNOWN_ITEM_BIAS = -1e4
+#: Users per pass of the user tower when vectors are computed for many histories (bounds its temporaries).
+USER_BLOCK = 65_536
 
 
 class NCFConfig(ModelConfig):
@@ -151,7 +153,7 @@ class NCFModel(Recommender):
         self.net = net.eval()
         with torch.inference_mode():
             q, v = net.items(torch.arange(net.item_emb.num_embeddings))
-        self._item_vecs, self._input_vecs = q.numpy().copy(), v
+        self._item_vecs, self._input_vecs = q.numpy(), v  # fresh tensors: no copies of a million items
         if net.content_hidden is None:  # no content: an item never seen in training is unknown, so it ranks last
             self._item_vecs[net.seen_mask.numpy() == 0, -1] = UNKNOWN_ITEM_BIAS
         if isinstance(histories, UserHistories):
@@ -176,12 +178,15 @@ class NCFModel(Recommender):
         prior, plus ``tanh(b)``).
         """
         self._check_fitted_net()
-        rows, cols = history.nonzero()
-        weights = np.asarray(history[rows, cols]).ravel()
-        norm = row_normalised(rows, cols, history.shape[0], self.n_items, weights)
-        with torch.inference_mode():
-            p = self.net.users(norm, self._input_vecs)
-        return p.numpy()
+        assert self.net is not None
+        out = np.empty((history.shape[0], self.net.dim + 1), np.float32)
+        for lo in range(0, history.shape[0], USER_BLOCK):
+            block = history[lo : lo + USER_BLOCK].tocoo()
+            kept = block.data != 0
+            norm = row_normalised(block.row[kept], block.col[kept], block.shape[0], self.n_items, block.data[kept])
+            with torch.inference_mode():
+                out[lo : lo + block.shape[0]] = self.net.users(norm, self._input_vecs).numpy()
+        return out
 
     def _query_vectors(self, user_idx: np.ndarray) -> np.ndarray:
         """Query vectors float32 ``[n, dim + 1]`` of known users (from their training history)."""

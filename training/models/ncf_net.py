@@ -31,8 +31,11 @@ class NCFNet(nn.Module):
         super().__init__()
         d = cfg.dim
         self.dim = d
-        self.item_emb = nn.Embedding(n_items, d + 1)  # output side, last unit the bias
-        self.hist_emb = nn.Embedding(n_items, d)  # input side
+        # above full_softmax_items a step's softmax runs over a sample of the items: sparse gradients
+        # (and a lazy Adam, ``ncf_fit.NetAdam``), so a step costs the rows it touches, not the catalog
+        sparse = n_items > cfg.full_softmax_items
+        self.item_emb = nn.Embedding(n_items, d + 1, sparse=sparse)  # output side, last unit the bias
+        self.hist_emb = nn.Embedding(n_items, d, sparse=sparse)  # input side
         nn.init.normal_(self.item_emb.weight, std=0.05)
         nn.init.normal_(self.hist_emb.weight, std=0.05)
         self.hist_bias = nn.Parameter(torch.zeros(d))
