@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +98,23 @@ def start_server(artifacts: Path, events: Path, port: int, threads: int | None =
     if threads:
         cmd += ["--threads", str(threads)]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@contextmanager
+def serving(artifacts: Path, events: Path, threads: int | None = None, ready_timeout: float = 120.0) -> Iterator[str]:
+    """A ``tlrec serve`` of ``artifacts`` on a free loopback port, ready: yields its base URL, stops it after."""
+    port = free_port()
+    proc = start_server(artifacts, events, port, threads)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc, ready_timeout)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -242,18 +261,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         index_dim = ServedModel.load(artifacts).index.dim
         users = [f"u{u:05d}" for u in range(args.users)]
-        port = free_port()
-        proc = start_server(artifacts, work / "events", port, args.threads)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(base, proc)
+        with serving(artifacts, work / "events", args.threads) as base:
             rows = measure(base, users, args.requests, args.rounds, route=args.route)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
     from tlrec.serving.settings import available_cores
 
     result = {

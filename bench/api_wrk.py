@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from api_load import API_KEY, free_port, start_server, wait_ready  # noqa: E402
+from api_load import API_KEY, serving  # noqa: E402
 
 logger = logging.getLogger("bench.api_wrk")
 CONNECTIONS = (1, 16)
@@ -175,19 +175,9 @@ def main(argv: list[str] | None = None) -> dict:
         model = f"{served.model.name}, {len(served.items):,} items, {len(served.users):,} users"
         users = served.users.to_external(list(range(min(USERS, len(served.users)))))
         del served
-        port = free_port()
-        proc = start_server(artifacts, work / "events", port)
-        base = f"http://127.0.0.1:{port}"
         load_start = os.getloadavg()[0]
-        try:
-            wait_ready(base, proc)
+        with serving(artifacts, work / "events") as base:
             rows = measure(base, work, users, args.seconds, args.rounds)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
     from tlrec.serving.settings import available_cores
 
     result = {

@@ -189,7 +189,7 @@ def run_stage(name: str, work: Path, args: list[str]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- the API stage (parent process)
 def stage_api(work: Path, tags: list[str], seconds: int) -> dict[str, Any]:
-    from api_load import free_port, start_server, wait_ready
+    from api_load import serving
     from api_wrk import LUA, run_wrk
 
     script = work / "rotate.lua"
@@ -199,19 +199,9 @@ def stage_api(work: Path, tags: list[str], seconds: int) -> dict[str, Any]:
         users = (work / f"users_{tag}.txt").read_text().split()[:500]
         paths = work / f"paths_{tag}.txt"
         paths.write_text("\n".join(f"/v1/users/{u}/recommendations?k=10" for u in users) + "\n")
-        port = free_port()
-        proc = start_server(work / f"artifacts_{tag}", work / f"events_{tag}", port)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(base, proc, timeout=900)
+        with serving(work / f"artifacts_{tag}", work / f"events_{tag}", ready_timeout=900) as base:
             run_wrk(base, paths, script, 16, 3)  # warm-up
             runs = [run_wrk(base, paths, script, 16, seconds) for _ in range(3)]
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         out[tag] = {"rps": sum(r["requests"] for r in runs) / sum(r["seconds"] for r in runs),
                     "p50_ms": max(r["p50_ms"] for r in runs), "p99_ms": max(r["p99_ms"] for r in runs),
                     "errors": sum(r["errors"] for r in runs)}

@@ -198,6 +198,12 @@ def test_a_router_alone_is_scored_on_the_cold_items_and_a_sample_of_warm_ones(wo
     warm = np.setdiff1d(np.arange(data.n_items), cold)
     alone = BlendModel.of([knn, pop], [0.6, 0.4], None, data).score(users)
     np.testing.assert_allclose(scores[:, warm], alone[:, warm], rtol=1e-5, atol=1e-5)
+    # a refit that warms a cold item (selection: tuned on the split, refit on all events) routes anew
+    blend.warm = blend.warm.copy()
+    blend.warm[cold[0]] = True
+    asked.clear()
+    blend.score(users)
+    assert len(asked[0]) == len(cold) - 1 + 8 and cold[0] not in set(asked[0][: len(cold) - 1])
 
 
 def test_score_history_equals_score_for_a_users_own_history(world):

@@ -204,12 +204,12 @@ class BlendModel(Recommender):
         (a fixed sample, seed 0; every warm item when there are no more), int64."""
         assert self.warm is not None
         cached = getattr(self, "_router_columns_cache", None)
-        if cached is None:
+        if cached is None or cached[0] is not self.warm:  # built for the warm items of an earlier fit
             warm = np.flatnonzero(self.warm)
             if len(warm) > ROUTER_SCALE_ITEMS:
                 warm = np.sort(np.random.default_rng(0).choice(warm, ROUTER_SCALE_ITEMS, replace=False))
-            cached = self._router_columns_cache = np.concatenate([np.flatnonzero(~self.warm), warm])
-        return cached
+            cached = self._router_columns_cache = (self.warm, np.concatenate([np.flatnonzero(~self.warm), warm]))
+        return cached[1]
 
     def _routed_only(self, scores: np.ndarray) -> np.ndarray:
         """float32 ``[n, n_items]`` from a router's scores ``[n, len(_router_columns())]``: its cold columns
