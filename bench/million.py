@@ -249,6 +249,18 @@ def to_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_context() -> dict[str, str]:
+    """The command, date and machine a stage ran on."""
+    import torch
+
+    return {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
+                   f"load avg {os.getloadavg()[0]:.2f}",
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=1_000_000)
@@ -274,12 +286,14 @@ def main() -> int:
 
     path = args.out / "million.json"
     report: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    if args.report_only:
-        args.stages = ""
+    stages = [] if args.report_only else args.stages.split(",")
+    if unknown := [s for s in stages if s not in ("index", "train", "train-10k", "score", "api")]:
+        raise SystemExit(f"unknown stage(s) {unknown}: choose from index, train, train-10k, score, api")
     common = ["--items", str(args.items), "--users", str(args.users), "--epochs", str(args.epochs),
               "--dim", str(args.dim)]
     small = ["--items", "10000", "--users", str(args.users), "--epochs", str(args.epochs), "--dim", str(args.dim)]
-    for stage in filter(None, args.stages.split(",")):
+    args.out.mkdir(parents=True, exist_ok=True)
+    for stage in stages:
         logger.info("stage %s ...", stage)
         if stage == "index":
             report["index"] = run_stage("index", args.work, common)
@@ -289,21 +303,10 @@ def main() -> int:
             report["train_10k"] = run_stage("train", args.work, [*small, "--tag", "10k"])
         elif stage == "score":
             report["score_1m"] = run_stage("score", args.work, ["--tag", "1m"])
-        elif stage == "api":
-            report["api"] = stage_api(args.work, ["10k", "1m"], args.seconds)
         else:
-            raise SystemExit(f"unknown stage {stage!r}")
-        import torch
-
-        report.update({
-            "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-            "date": dt.datetime.now().isoformat(timespec="seconds"),
-            "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
-                       f"load avg {os.getloadavg()[0]:.2f}",
-        })
-        args.out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2, default=float) + "\n")
-        (args.out / "million.md").write_text(to_markdown(report))
+            report["api"] = stage_api(args.work, ["10k", "1m"], args.seconds)
+        report.update(run_context())
+        path.write_text(json.dumps(report, indent=2, default=float) + "\n")  # each stage saved as it ends
     (args.out / "million.md").write_text(to_markdown(report))
     print(to_markdown(report))
     return 0
