@@ -211,6 +211,10 @@ def train(
     as_of: Annotated[str | None, typer.Option(
         help="--task return: learn from events up to this time (epoch seconds or ISO-8601; default the newest "
              "event); later events are ignored.")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Tune --model auto's candidates (and --modalities auto's variants) as parallel Ray tasks on this "
+             "cluster ('local' starts one here; 'auto' or ray://host:port joins one); the result is the "
+             "in-process run's. Default: in this process.")] = None,
 ) -> None:
     """Fit a model and publish it as a new artifact version."""
     from tlrec.services.jobs import train_job
@@ -222,8 +226,10 @@ def train(
         raise UsageError("--positive SPEC goes with --task propensity (and --task propensity needs it)")
     if (task == "return") != (horizon is not None) or (as_of is not None and task != "return"):
         raise UsageError("--horizon (and --as-of) go with --task return (and --task return needs --horizon)")
-    if task in ("propensity", "return") and (model != "auto" or modalities != "all" or finetune_layers):
-        raise UsageError(f"--task {task} trains its own model: drop --model, --modalities and --finetune-layers")
+    if task in ("propensity", "return") and (model != "auto" or modalities != "all" or finetune_layers
+                                             or ray_address):
+        raise UsageError(f"--task {task} trains its own model: drop --model, --modalities, --finetune-layers "
+                         "and --ray-address")
     if task == "propensity":
         from tlrec.services.propensity_jobs import train_propensity_job
 
@@ -243,7 +249,7 @@ def train(
                                         strict=strict, config=config)))
         return
     version = train_job(catalog, interactions, out, vectors_path=vectors, model=model, strict=strict, config=config,
-                        modalities=modalities, task=task)
+                        modalities=modalities, task=task, ray_address=ray_address)
     typer.echo(str(version))
 
 
@@ -273,6 +279,9 @@ def evaluate(
              "reliability diagram); return: the same for every known user, label = a test event within the "
              "horizon after the model's as-of time.")
     ] = "recommend",
+    ray_address: Annotated[str | None, typer.Option(
+        help="--transfer-report: fit the variants as parallel Ray tasks on this cluster ('local' starts one "
+             "here); the report is the in-process run's. Default: in this process.")] = None,
 ) -> None:
     """Full-ranking evaluation (seen items excluded) on held-out interactions, overall and by user activity."""
     from rich.console import Console
@@ -285,7 +294,8 @@ def evaluate(
             raise UsageError("--transfer-report needs --catalog and --vectors (and all --interactions)")
         from tlrec.training.transfer import render_markdown
 
-        result = transfer_job(catalog, interactions, vectors, report, config=_parse_settings(set_ or []), task=task)
+        result = transfer_job(catalog, interactions, vectors, report, config=_parse_settings(set_ or []), task=task,
+                              ray_address=ray_address)
         Console().print(Markdown(render_markdown(result)))
         return
     if artifacts is None:

@@ -19,13 +19,14 @@ from tlrec.embeddings.registry import DEFAULTS
 from tlrec.embeddings.vectors import ItemVectors, load_item_vectors
 from tlrec.errors import UsageError
 from tlrec.files import sha256_file, write_json_atomic
+from tlrec.ray_cluster import TaskRunner, in_process, task_runner
 from tlrec.serving.served_model import ServedModel
 from tlrec.tables import Columns
 from tlrec.training.artifacts import new_version, staged_version
 from tlrec.training.data import load_catalog, load_interactions
 from tlrec.training.evaluate import evaluate_segments, write_report
 from tlrec.training.metrics import MRR_DEPTH, next_item_metrics
-from tlrec.training.selection import AUTO, check_task
+from tlrec.training.selection import AUTO, TASKS, candidate_configs, check_task
 from tlrec.training.train import check_model_choice, train_into
 from tlrec.training.transfer import (
     TransferReport,
@@ -81,6 +82,7 @@ def train_job(
     config: dict[str, Any] | None = None,
     modalities: str = "all",
     task: str = "recommend",
+    ray_address: str | None = None,
 ) -> Path:
     """Validate inputs, embed the catalog if no vectors are given, fit, write the version (index included), publish.
 
@@ -91,6 +93,8 @@ def train_job(
     ``modalities``: "all", a comma list (e.g. "text,image"), or "auto": measure the
     transfer of each modality on a time-based split of these interactions
     (``training.transfer``) and drop those that transfer negatively.
+    ``ray_address``: the candidates of ``auto`` and the variants of ``--modalities auto`` run as
+    parallel Ray tasks there (``tlrec.ray_cluster.task_runner``), with the in-process result.
     Returns the published version directory; ``artifacts_root/current`` names it.
     """
     wants_vectors = check_model_choice(model, config, task)  # a bad task, model name or config fails first
@@ -106,28 +110,33 @@ def train_job(
         manifest["inputs"]["vectors"] = input_record(vectors_path)
     version = new_version()
     artifacts_root.mkdir(parents=True, exist_ok=True)
-    with staged_version(artifacts_root, version=version, manifest=manifest) as stage:
+    with staged_version(artifacts_root, version=version, manifest=manifest) as stage, \
+            task_runner(ray_address) as run:
         if wants_vectors and vectors is None:
             vectors = load_item_vectors(embed_catalog(catalog, stage / VECTORS_IN_ARTIFACT))
         if vectors is not None:
             manifest["encoders"] = vectors.manifest.get("encoders")
-            vectors = _choose_modalities(catalog, interactions, vectors, modalities, model, config, manifest)
-        _, info = train_into(stage, catalog, interactions, vectors, model, config, task)  # the complete version
+            vectors = _choose_modalities(catalog, interactions, vectors, modalities, model, config, manifest, task,
+                                         run)
+        _, info = train_into(stage, catalog, interactions, vectors, model, config, task, run)  # the complete version
         manifest.update(info)
     logger.info("published artifact %s", artifacts_root / version)
     return artifacts_root / version
 
 
 def _choose_modalities(catalog: pl.DataFrame, interactions: pl.DataFrame, vectors: ItemVectors, modalities: str,
-                       model: str, config: dict[str, Any] | None, manifest: dict[str, Any]) -> ItemVectors | None:
-    """Apply ``--modalities`` to ``vectors``; "auto" runs the transfer measurement first."""
+                       model: str, config: dict[str, Any] | None, manifest: dict[str, Any], task: str = "recommend",
+                       run: TaskRunner = in_process) -> ItemVectors | None:
+    """Apply ``--modalities`` to ``vectors``; "auto" runs the transfer measurement first (with NCF's settings:
+    ``--set ncf.KEY=VALUE`` and shared keys under ``--model auto``)."""
     have = list(vectors.blocks)
     if modalities == "all":
         return vectors
     if modalities == "auto":
         if model not in ("ncf", AUTO):
             raise UsageError("--modalities auto measures transfer with NCF; use it with --model ncf or auto")
-        report = transfer_report(catalog, interactions, vectors, config=config)
+        ncf_config = candidate_configs(config, TASKS[task][0])["ncf"] if model == AUTO else config
+        report = transfer_report(catalog, interactions, vectors, config=ncf_config, run=run)
         keep = report.keep_modalities()
         manifest["transfer"] = report.to_dict()
         dropped = [m for m in have if m not in keep]
@@ -145,17 +154,17 @@ def _choose_modalities(catalog: pl.DataFrame, interactions: pl.DataFrame, vector
 
 def transfer_job(catalog_path: Path, interactions_path: Path, vectors_path: Path, out: Path | None,
                  config: dict[str, Any] | None = None, strict: bool = False,
-                 task: str = "recommend") -> TransferReport:
+                 task: str = "recommend", ray_address: str | None = None) -> TransferReport:
     """`tlrec evaluate --transfer-report`: train per content variant, measure gains, write the report
-    (``task="next-item"``: the sequence model, ``training.transfer_next``)."""
+    (``task="next-item"``: the sequence model, ``training.transfer_next``; ``ray_address``: the
+    variants as parallel Ray tasks there)."""
     check_task(task)
     catalog = load_catalog(catalog_path)
     interactions = load_interactions(interactions_path, catalog=catalog, strict=strict)
     vectors = load_item_vectors(vectors_path)
-    if task == "next-item":
-        report = next_item_transfer_report(catalog, interactions, vectors, config=config)
-    else:
-        report = transfer_report(catalog, interactions, vectors, config=config)
+    measure = next_item_transfer_report if task == "next-item" else transfer_report
+    with task_runner(ray_address) as run:
+        report = measure(catalog, interactions, vectors, config=config, run=run)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "transfer.md").write_text(render_markdown(report) + "\n![gains](transfer_gains.png)\n")

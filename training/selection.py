@@ -8,8 +8,11 @@ candidates are compared on the user's data and the best one on validation is ser
 2. each candidate in ``CANDIDATES`` (cheapest first) is ``tune``-d on it: fitted on the split's
    training part, its own settings chosen on the held-out events (EASE's ``l2``, LightFM's and
    NCF's epochs, NCF's recency and head), and scored by NDCG@10 there. EASE is skipped when
-   its dense item x item matrix does not fit in memory; an iterative model whose score stays
-   far below the best finished one stops early (``ValidationSplit.hopeless``);
+   its dense item x item matrix does not fit in memory. The closed-form candidates go first;
+   then the iterative ones, each stopped early when its score stays far below the best
+   closed-form one's (``candidate_waves``, ``ValidationSplit.hopeless``). The candidates of a
+   wave do not depend on each other: ``tlrec train --ray-address`` runs them as parallel Ray
+   tasks, with the same result as here;
 3. a **blend** of the best ``BLEND_TOP`` candidates (``training.models.blend``): weights on a
    simplex grid (step ``BLEND_STEP``) chosen on the held-out events. Its score is
    *cross-fitted*: the weights chosen on one half of the validation users are scored on the
@@ -37,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tlrec.errors import ConfigError, UsageError
+from tlrec.ray_cluster import TaskRunner, in_process
 from tlrec.training.interaction_data import InteractionData
 from tlrec.training.models import BlendModel, Recommender, build_model, get_model_class
 from tlrec.training.models.base import masked_top_k
@@ -44,7 +48,8 @@ from tlrec.training.validation import SplitBy, ValidationSplit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AUTO", "CANDIDATES", "TASKS", "Selection", "candidate_configs", "check_task", "select_model", "task_split"]
+__all__ = ["AUTO", "CANDIDATES", "TASKS", "Selection", "candidate_configs", "candidate_waves", "check_task",
+           "select_model", "task_split", "tune_candidate"]
 
 AUTO = "auto"
 #: Candidates in the order they are tried: cheapest first, so later ones can be stopped early.
@@ -168,12 +173,15 @@ def select_model(
     split: ValidationSplit | None = None,
     keep_candidates: bool = False,
     task: str = "recommend",
+    run: TaskRunner = in_process,
 ) -> Selection:
     """Compare ``candidates`` (default: the ``task``'s) on a validation split of ``data`` (default: the
     task's, ``task_split``); return the winner refit on all of ``data``.
 
     ``keep_candidates``: keep every tuned candidate in ``Selection.tuned`` (benchmarks refit them);
     by default only the served ones are kept, so a losing EASE's item x item matrix is freed.
+    ``run``: how each wave's candidates are tuned (``tlrec.ray_cluster``: here one after another, or
+    as parallel Ray tasks, with the same result).
     """
     start = time.perf_counter()
     candidates = candidates if candidates is not None else TASKS[check_task(task)][0]
@@ -186,21 +194,13 @@ def select_model(
         return Selection(model, "popularity", [], split.to_dict(), seconds=time.perf_counter() - start, notes=[note])
     table: list[Candidate] = []
     tuned: dict[str, Recommender] = {}
-    for name in candidates:
-        model = build_model(name, configs[name])
-        skip = _skip_reason(model, split)
-        if skip:
-            table.append(Candidate(name, None, 0.0, f"skipped: {skip}"))
-            logger.info("model selection: %s skipped: %s", name, skip)
-            continue
-        t0 = time.perf_counter()
-        model.tune(split, item_vectors if model.wants_item_vectors() else None)
-        seconds = time.perf_counter() - t0
-        score = float(model.validation_ndcg_ or 0.0)
-        table.append(Candidate(name, score, seconds))
-        tuned[name] = model
-        split.bar = max(split.bar, score)
-        logger.info("model selection: %s validation NDCG@10 %.4f (%.1fs)", name, score, seconds)
+    for wave in candidate_waves(candidates):
+        split.bar = max([split.bar] + [c.validation_ndcg or 0.0 for c in table])
+        calls = [(name, configs[name], split, item_vectors) for name in wave]
+        for model, row in run(tune_candidate, calls):
+            table.append(row)
+            if model is not None:
+                tuned[row.name] = model
     if not tuned:
         raise ConfigError(f"model selection: no candidate could be fitted ({'; '.join(c.note for c in table)})")
     ranked = sorted(tuned, key=lambda n: -float(tuned[n].validation_ndcg_ or 0.0))
@@ -234,6 +234,33 @@ def select_model(
     logger.info("model selection (%s split; %s):\n%s\nserved: %s (%s), selection took %.1fs", split.by, split.reason,
                 selection.table(), choice, selection.served_as, selection.seconds)
     return selection
+
+
+def candidate_waves(candidates: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """``candidates`` in two waves, each in the given order: the closed-form ones, then those that stop
+    early (``Recommender.stops_early``). The bar a candidate stops early against is the best score
+    of the waves before its own, so the candidates of a wave are independent: run one after
+    another or in parallel, they give the same table."""
+    waves = [tuple(n for n in candidates if not get_model_class(n).stops_early),
+             tuple(n for n in candidates if get_model_class(n).stops_early)]
+    return [w for w in waves if w]
+
+
+def tune_candidate(name: str, config: dict[str, Any], split: ValidationSplit,
+                   item_vectors: np.ndarray | None) -> tuple[Recommender | None, Candidate]:
+    """Candidate ``name`` (``config``) tuned on ``split`` and its row of the validation table; no model
+    (and a "skipped" row) when it cannot be a candidate on this data (``_skip_reason``)."""
+    model = build_model(name, config)
+    skip = _skip_reason(model, split)
+    if skip:
+        logger.info("model selection: %s skipped: %s", name, skip)
+        return None, Candidate(name, None, 0.0, f"skipped: {skip}")
+    t0 = time.perf_counter()
+    model.tune(split, item_vectors if model.wants_item_vectors() else None)
+    seconds = time.perf_counter() - t0
+    score = float(model.validation_ndcg_ or 0.0)
+    logger.info("model selection: %s validation NDCG@10 %.4f (%.1fs)", name, score, seconds)
+    return model, Candidate(name, score, seconds)
 
 
 def _skip_reason(model: Recommender, split: ValidationSplit) -> str:

@@ -21,6 +21,7 @@ from tlrec.embeddings.registry import get_encoder
 from tlrec.embeddings.text import TextEncoder
 from tlrec.embeddings.vectors import ItemVectors
 from tlrec.errors import ConfigError, UsageError
+from tlrec.ray_cluster import TaskRunner, in_process
 from tlrec.tables import Columns
 from tlrec.training.id_map import IdMap
 from tlrec.training.interaction_data import InteractionData
@@ -59,20 +60,22 @@ def fit_model(
     config: dict[str, Any] | None = None,
     keep_candidates: bool = False,
     task: str = "recommend",
+    run: TaskRunner = in_process,
 ) -> tuple[Recommender, InteractionData, Selection | None]:
     """Fit ``model`` on validated frames (``auto``: choose one by validation, ``training.selection``).
 
     ``task`` (``selection.TASKS``) sets the candidates of ``auto`` and how validation holds
     events out (``next-item``: each user's last event), for a named model too.
     Returns the fitted model, its indexed data and, for ``auto``, how it was chosen
-    (``keep_candidates``: with every tuned candidate, see ``select_model``).
+    (``keep_candidates``: with every tuned candidate, see ``select_model``; ``run``: how its
+    candidates are tuned, here or as Ray tasks).
     """
     items = IdMap(catalog[Columns.ITEM].to_list())
     data = InteractionData.build(interactions, items)
     if model == AUTO:
         check_model_choice(model, config, task)
         selection = select_model(data, align_vectors(items, vectors) if vectors is not None else None, config,
-                                 keep_candidates=keep_candidates, task=task)
+                                 keep_candidates=keep_candidates, task=task, run=run)
         return selection.model, data, selection
     recommender = build_model(model, config)
     content = align_vectors(items, vectors) if vectors is not None and recommender.wants_item_vectors() else None
@@ -124,10 +127,11 @@ def train_into(
     model: str = AUTO,
     config: dict[str, Any] | None = None,
     task: str = "recommend",
+    run: TaskRunner = in_process,
 ) -> tuple[Recommender, dict[str, Any]]:
     """Fit and write the complete version (``ModelArtifact``) into ``out_dir``; returns (model, manifest fields)."""
     start = time.perf_counter()
-    recommender, data, selection = fit_model(catalog, interactions, vectors, model, config, task=task)
+    recommender, data, selection = fit_model(catalog, interactions, vectors, model, config, task=task, run=run)
     artifact = ModelArtifact.build(recommender, data, time.perf_counter() - start)
     artifact.training["task"] = task
     if selection is not None:

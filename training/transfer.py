@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from tlrec.embeddings.fusion import fuse
 from tlrec.embeddings.vectors import ItemVectors
 from tlrec.errors import ConfigError, UsageError
+from tlrec.ray_cluster import TaskRunner, in_process
 from tlrec.tables import Columns
 from tlrec.training.id_map import IdMap
 from tlrec.training.interaction_data import InteractionData
@@ -115,6 +116,16 @@ class TransferReport:
         }
 
 
+@dataclass
+class HeldOut:
+    """A split to measure variants on: ``data`` to fit on, each test user's held-out items."""
+
+    data: InteractionData
+    relevant: dict[str, set[int]]  # user id -> held-out item indices
+    users: list[str]  # the test users known to ``data``, sorted
+    candidates: np.ndarray | None  # int64 item indices ranked (None: every item)
+
+
 def variants(modalities: Sequence[str]) -> dict[str, list[str]]:
     """Variant name -> the modalities it uses."""
     out = {NONE: [], ALL: list(modalities)}
@@ -171,8 +182,12 @@ def transfer_report(
     cold_fraction: float = 0.2,
     seed: int = 0,
     modalities: Sequence[str] | None = None,
+    run: TaskRunner = in_process,
 ) -> TransferReport:
-    """Train one NCF per content variant and measure each group's gain (see the module doc)."""
+    """Train one NCF per content variant and measure each group's gain (see the module doc).
+
+    ``run``: how the variants are measured (``tlrec.ray_cluster``: here one after another, or as
+    parallel Ray tasks, with the same result)."""
     mods = list(modalities) if modalities is not None else list(vectors.blocks)
     unknown = [m for m in mods if m not in vectors.blocks]
     if unknown:
@@ -198,34 +213,40 @@ def transfer_report(
 
     cold_train, cold_test, cold_items = cold_item_split(interactions, fraction=cold_fraction, seed=seed)
     cold_data = InteractionData.build(cold_train, items)
-    cold_cands = np.sort(items.to_internal(cold_items, missing="ignore"))
     cold_rel = _relevant(cold_test, cold_data)
-    cold_users = sorted(u for u in cold_rel if u in cold_data.users)
+    cold = HeldOut(cold_data, cold_rel, sorted(u for u in cold_rel if u in cold_data.users),
+                   np.sort(items.to_internal(cold_items, missing="ignore")))
     report.notes.append(f"cold items: {len(cold_items)} held out with all their events, ranked among "
-                        f"themselves for {len(cold_users)} users")
+                        f"themselves for {len(cold.users)} users")
 
-    for name, used in variants(mods).items():
-        warm_content = content_for(vectors, items, used)
-        logger.info("transfer: variant %r (%s): warm fit", name, ", ".join(used) or "no content")
-        model = NCFModel(cfg).fit(warm_data, warm_content)
-        recs = _recommend(model, warm_data, warm_users, 10, None, True)
-        ndcg = _per_user(ndcg_at_k, recs, warm_rel, warm_users, 10)
-        pos = {u: j for j, u in enumerate(warm_users)}
-        report.results[name] = {
-            "warm": GroupResult("ndcg@10", warm_users, ndcg),
-            "sparse": GroupResult("ndcg@10", sparse_users, ndcg[[pos[u] for u in sparse_users]]),
-        }
-        if used:  # without content, cold items are unrankable: chance level, not worth a fit
-            logger.info("transfer: variant %r: cold-item fit", name)
-            model = NCFModel(cfg).fit(cold_data, content_for(vectors, items, used))
-            recs = _recommend(model, cold_data, cold_users, 20, cold_cands, False)
-            values = _per_user(recall_at_k, recs, cold_rel, cold_users, 20)
-        else:
-            values = _chance_recall(cold_rel, cold_users, len(cold_cands), 20)
-        report.results[name]["cold items"] = GroupResult("recall@20", cold_users, values)
-
+    warm = HeldOut(warm_data, warm_rel, warm_users, None)
+    named = variants(mods)
+    calls = [(cfg, content_for(vectors, items, used), warm, sparse_users, cold) for used in named.values()]
+    logger.info("transfer: %d variants (%s), a warm and a cold-item NCF fit each", len(calls), ", ".join(named))
+    report.results = dict(zip(named, run(measure_variant, calls)))
     _gains(report, mods, seed)
     return report
+
+
+def measure_variant(cfg: NCFConfig, content: np.ndarray | None, warm: HeldOut, sparse_users: list[str],
+                    cold: HeldOut) -> dict[str, GroupResult]:
+    """One variant's results: an NCF fitted on ``warm.data`` with ``content`` (float32 ``[n_items, d]``, None:
+    no pre-trained features) scored on the warm and sparse users, and one fitted on ``cold.data`` ranking
+    the held-out items (chance level without content: they are unrankable)."""
+    model = NCFModel(cfg).fit(warm.data, content)
+    ndcg = _per_user(ndcg_at_k, _recommend(model, warm.data, warm.users, 10, None, True), warm.relevant,
+                     warm.users, 10)
+    pos = {u: j for j, u in enumerate(warm.users)}
+    if content is not None:
+        model = NCFModel(cfg).fit(cold.data, content)
+        recs = _recommend(model, cold.data, cold.users, 20, cold.candidates, False)
+        cold_values = _per_user(recall_at_k, recs, cold.relevant, cold.users, 20)
+    else:
+        assert cold.candidates is not None
+        cold_values = _chance_recall(cold.relevant, cold.users, len(cold.candidates), 20)
+    return {"warm": GroupResult("ndcg@10", warm.users, ndcg),
+            "sparse": GroupResult("ndcg@10", sparse_users, ndcg[[pos[u] for u in sparse_users]]),
+            "cold items": GroupResult("recall@20", cold.users, cold_values)}
 
 
 def _chance_recall(rel: dict[str, set[int]], users: list[str], n: int, k: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ import polars as pl
 
 from tlrec.embeddings.vectors import ItemVectors
 from tlrec.errors import UsageError
+from tlrec.ray_cluster import TaskRunner, in_process
 from tlrec.tables import Columns
 from tlrec.training.id_map import IdMap
 from tlrec.training.interaction_data import InteractionData
@@ -67,17 +69,62 @@ def _target_ranks(model: Recommender, seqs: Sequences, targets: np.ndarray, cand
     return ranks
 
 
+@dataclass
+class NextItemTargets:
+    """What every variant is measured on: the warm split and its targets, the new-item split and its."""
+
+    data: InteractionData  # each user's events but the last
+    split: ValidationSplit  # ``data``'s leave-last-out validation split
+    users: np.ndarray  # int64 [n] user indices of ``data`` with a known target
+    targets: np.ndarray  # int64 [n] their last event's item
+    names: list[str]  # their external ids
+    cold_data: InteractionData  # events without the held-out items
+    cold_split: ValidationSplit
+    cold_users: list[str]  # users whose first held-out-item event has training events before it
+    cold_histories: Sequences  # those events, one row per cold user
+    cold_targets: np.ndarray  # int64 [m] item of that first event
+    cold_candidates: np.ndarray  # int64 sorted held-out item indices
+
+
+def measure_sequence_variant(cfg: dict[str, Any], content: np.ndarray | None,
+                             on: NextItemTargets) -> dict[str, GroupResult]:
+    """One variant's results: a sequence model fitted with ``content`` (float32 ``[n_items, d]``, None: no
+    pre-trained features) on ``on.data`` (warm, short histories) and one on ``on.cold_data`` ranking the
+    held-out items (chance level without content)."""
+    short, new_items = list(GROUPS)[1:]
+    model = build_model("sasrec", cfg).fit(on.data, content, validation=on.split)
+    assert model.sequences is not None  # type: ignore[attr-defined]
+    full = model.sequences.take(on.users)  # type: ignore[attr-defined]
+    cut = Sequences.from_lists([full.row(r)[-SHORT_HISTORY:] for r in range(len(full))])
+    all_items = np.arange(on.data.n_items)
+    results = {"warm": GroupResult("ndcg@10", on.names, _ndcg_of_rank(_target_ranks(model, full, on.targets,
+                                                                                    all_items, full))),
+               short: GroupResult("ndcg@10", on.names, _ndcg_of_rank(_target_ranks(model, cut, on.targets,
+                                                                                   all_items, full)))}
+    n_cands = len(on.cold_candidates)
+    if content is not None:
+        cold_model = build_model("sasrec", cfg).fit(on.cold_data, content, validation=on.cold_split)
+        ranks = _target_ranks(cold_model, on.cold_histories, on.cold_targets, on.cold_candidates, None)
+        hits = ((ranks > 0) & (ranks <= 10)).astype(np.float64)
+    else:  # no content: held-out items are unrankable, chance level
+        hits = np.full(len(on.cold_users), min(10, n_cands) / max(n_cands, 1))
+    results[new_items] = GroupResult("hit_rate@10", on.cold_users, hits)
+    return results
+
+
 def next_item_transfer_report(catalog: pl.DataFrame, interactions: pl.DataFrame, vectors: ItemVectors,
                               config: dict[str, Any] | None = None, cold_fraction: float = 0.2, seed: int = 0,
-                              modalities: Sequence[str] | None = None) -> TransferReport:
-    """Train one sequence model per content variant and measure each group's gain (see the module doc)."""
+                              modalities: Sequence[str] | None = None, run: TaskRunner = in_process) -> TransferReport:
+    """Train one sequence model per content variant and measure each group's gain (see the module doc).
+
+    ``run``: how the variants are measured (``tlrec.ray_cluster``: here one after another, or as
+    parallel Ray tasks, with the same result)."""
     mods = list(modalities) if modalities is not None else list(vectors.blocks)
     if unknown := [m for m in mods if m not in vectors.blocks]:
         raise UsageError(f"modalities {unknown} not in the vectors file (it has {sorted(vectors.blocks)})")
     report = TransferReport(mods, groups=dict(GROUPS))
     cfg = {"progress": False, "seed": seed, **(config or {})}
     items = IdMap(catalog[Columns.ITEM].to_list())
-    short, newg = list(GROUPS)[1:]
 
     train, test = leave_last_out(interactions)
     data = InteractionData.build(train, items)
@@ -86,44 +133,29 @@ def next_item_transfer_report(catalog: pl.DataFrame, interactions: pl.DataFrame,
     keep = (users >= 0) & (targets >= 0)
     users, targets = users[keep], targets[keep]
     names = [data.users.external[int(u)] for u in users]
-    split = ValidationSplit.of(data, by="last")
     report.notes.append(f"warm: {len(users)} users, each user's last event the target; short histories: the same "
                         f"users reading only their newest {SHORT_HISTORY} training events")
 
     cold_train, cold_test, cold_items = cold_item_split(interactions, fraction=cold_fraction, seed=seed)
     cold_data = InteractionData.build(cold_train, items)
-    cold_cands = np.sort(items.to_internal(cold_items, missing="ignore"))
     firsts = cold_test.sort(Columns.TIMESTAMP).unique(Columns.USER, keep="first", maintain_order=True)
     before = (cold_train.join(firsts.select(Columns.USER, pl.col(Columns.TIMESTAMP).alias("_cut")), on=Columns.USER)
               .filter(pl.col(Columns.TIMESTAMP) < pl.col("_cut")).sort(Columns.USER, Columns.TIMESTAMP))
     histories = {u: cold_data.items.to_internal(g[Columns.ITEM]) for (u,), g in before.group_by(Columns.USER)}
     cold_users = sorted(u for u in firsts[Columns.USER].to_list() if u in histories)
     target_of = dict(zip(firsts[Columns.USER].to_list(), firsts[Columns.ITEM].to_list()))
-    cold_targets = items.to_internal([target_of[u] for u in cold_users])
-    cold_split = ValidationSplit.of(cold_data, by="last")
     report.notes.append(f"new-item targets: {len(cold_items)} items held out with all their events; "
                         f"{len(cold_users)} users' first event on one of them, ranked among them")
 
-    all_items = np.arange(data.n_items)
-    for name, used in variants(mods).items():
-        content = content_for(vectors, items, used)
-        logger.info("next-item transfer: variant %r (%s)", name, ", ".join(used) or "no content")
-        model = build_model("sasrec", cfg).fit(data, content, validation=split)
-        assert model.sequences is not None  # type: ignore[attr-defined]
-        full = model.sequences.take(users)  # type: ignore[attr-defined]
-        cut = Sequences.from_lists([full.row(r)[-SHORT_HISTORY:] for r in range(len(full))])
-        warm_ranks = _target_ranks(model, full, targets, all_items, full)
-        short_ranks = _target_ranks(model, cut, targets, all_items, full)
-        report.results[name] = {"warm": GroupResult("ndcg@10", names, _ndcg_of_rank(warm_ranks)),
-                                short: GroupResult("ndcg@10", names, _ndcg_of_rank(short_ranks))}
-        if used:
-            cold_model = build_model("sasrec", cfg).fit(cold_data, content, validation=cold_split)
-            seqs = Sequences.from_lists([histories[u] for u in cold_users])
-            ranks = _target_ranks(cold_model, seqs, cold_targets, cold_cands, None)
-            hits = ((ranks > 0) & (ranks <= 10)).astype(np.float64)
-        else:  # no content: held-out items are unrankable, chance level
-            hits = np.full(len(cold_users), min(10, len(cold_cands)) / max(len(cold_cands), 1))
-        report.results[name][newg] = GroupResult("hit_rate@10", cold_users, hits)
+    targets_of = NextItemTargets(
+        data, ValidationSplit.of(data, by="last"), users, targets, names,
+        cold_data, ValidationSplit.of(cold_data, by="last"), cold_users,
+        Sequences.from_lists([histories[u] for u in cold_users]), items.to_internal([target_of[u] for u in cold_users]),
+        np.sort(items.to_internal(cold_items, missing="ignore")))
+    named = variants(mods)
+    logger.info("next-item transfer: %d variants (%s)", len(named), ", ".join(named))
+    calls = [(cfg, content_for(vectors, items, used), targets_of) for used in named.values()]
+    report.results = dict(zip(named, run(measure_sequence_variant, calls)))
     _gains(report, mods, seed)
     if NONE in report.results:
         logger.info("next-item transfer: %s", {n: {g: round(r.mean, 4) for g, r in res.items()}

@@ -69,7 +69,8 @@ class ValidationSplit:
     by: SplitBy
     reason: str
     fraction: float
-    #: best validation NDCG@10 of the candidates finished so far (``training.selection``); 0 = none yet
+    #: what an iterative candidate stops early against: the best validation NDCG@10 of the earlier
+    #: waves of candidates (``training.selection.candidate_waves``); 0 = none yet
     bar: float = 0.0
     _seen: sp.csr_matrix | None = field(default=None, repr=False)
 
@@ -145,7 +146,7 @@ class ValidationSplit:
         return float(self.ndcg_per_user(np.concatenate(rows), k).mean()) if rows else 0.0
 
     def hopeless(self, score: float) -> bool:
-        """True when ``score`` is below ``HOPELESS_SHARE`` of the best finished candidate's."""
+        """True when ``score`` is below ``HOPELESS_SHARE`` of ``bar``."""
         return self.bar > 0 and score < HOPELESS_SHARE * self.bar
 
     def to_dict(self) -> dict[str, Any]:

@@ -356,7 +356,8 @@ def test_expected_failures_exit_2(tmp_path, monkeypatch, exc):
 # ------------------------------------------------------------------ `tlrec train` without --model (auto)
 GROUPS = 4  # the tiny world's taste groups (tests/services/conftest.py: item j is in group j % 4)
 AUTO_FAST_NCF = ["--set", "ncf.epochs=3", "--set", "ncf.dim=8", "--set", "ncf.content_hidden=16",
-            "--set", "ncf.progress=false"]
+                 "--set", "ncf.progress=false",
+                 "--set", "lightfm.num_threads=1"]  # Hogwild with more threads does not repeat bit for bit
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -426,6 +427,30 @@ def test_manifest_records_the_selection(trained_auto):
         assert manifest["model"] == "blend" and manifest["config"]["cold_items_from"] == "ncf"
     assert manifest["inputs"]["vectors"]["sha256"]
     assert "model selection" in proc.stderr and "<- served" in proc.stderr
+
+
+def test_candidates_and_variants_tuned_as_ray_tasks_publish_the_in_process_model(trained_auto, tiny_world,
+                                                                                 tmp_path):
+    """`--ray-address local`: each candidate and each `--modalities auto` variant a Ray task (worker processes),
+    the same tables and the same model as in this process. (`--modalities auto` under `--model auto` also takes
+    `--set ncf.KEY`: it once failed on them.)"""
+    from tlrec.serving.served_model import ServedModel
+
+    _, version, _ = trained_auto
+    args = ["train", "--catalog", tiny_world.catalog, "--interactions", tiny_world.train, "--vectors",
+            json.loads((version / "manifest.json").read_text())["inputs"]["vectors"]["path"], *AUTO_FAST_NCF,
+            "--modalities", "auto"]
+    assert in_process(*args, "--out", tmp_path / "here").returncode == 0
+    run_tlrec(*args, "--out", tmp_path / "ray", "--ray-address", "local")
+    here, there = ({**json.loads((root / (root / "current").read_text().strip() / "manifest.json").read_text()),
+                    "root": root} for root in (tmp_path / "here", tmp_path / "ray"))
+    assert there["transfer"] == here["transfer"] and here["transfer"]["means"]["all"]["cold items"]["users"] > 0
+    table = [(c["name"], c["validation_ndcg"], c["note"]) for c in here["selection"]["candidates"]]
+    assert [(c["name"], c["validation_ndcg"], c["note"]) for c in there["selection"]["candidates"]] == table
+    assert there["selection"]["blend"] == here["selection"]["blend"] and there["config"] == here["config"]
+    users = tiny_world.users[:20]
+    ours, theirs = (ServedModel.load(m["root"]).recommend(users, 10) for m in (here, there))
+    assert [(r.item_ids, list(r.scores)) for r in theirs] == [(r.item_ids, list(r.scores)) for r in ours]
 
 
 def test_published_model_loads_and_recommends(trained_auto, tiny_world):

@@ -186,3 +186,18 @@ def test_leave_last_out_takes_the_latest_event():
                           Columns.TIMESTAMP: [3, 1, 2, 5]})
     train, test = leave_last_out(frame)
     assert test.rows() == [("a", "x", 3)] and train.height == 3
+
+
+def test_a_fit_repeats_bit_for_bit_on_several_threads(planted_data):
+    """Same seed, same data, two threads: the same weights (attention's dropout kernel alone differed run to
+    run; ``tlrec train --ray-address`` promises the in-process result)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first, second = (build_model("sasrec", {**FAST, "epochs": 4}).fit(planted_data) for _ in range(2))
+    finally:
+        torch.set_num_threads(threads)
+    for name, weights in first.net.state_dict().items():
+        assert torch.equal(weights, second.net.state_dict()[name]), name

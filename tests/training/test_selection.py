@@ -274,3 +274,28 @@ def test_every_candidate_skipped_is_a_one_line_error():
 
     with pytest.raises(ConfigError, match="no candidate could be fitted.*max_items"):
         select_model(grouped_data(), None, {"ease.max_items": 1}, candidates=("ease",))
+
+
+# ------------------------------------------------------------------ waves: the candidates of a wave are independent
+def test_an_iterative_candidate_stops_against_the_closed_form_ones_only():
+    """Each wave's candidates see the same bar (the best of the waves before), so a runner may run them in any
+    order, or in parallel (`tlrec train --ray-address`): here backwards, with the in-process table."""
+    assert selection_module.candidate_waves(CANDIDATES) == [("popularity", "itemknn", "ease"), ("lightfm", "ncf")]
+    data = grouped_data(cold_items=4)
+    vectors = group_vectors(data.n_items)
+    config = {**SMALL_NCF, "lightfm.epochs": 3, "lightfm.num_threads": 1}
+    bars: list[list[float]] = []
+
+    def backwards(fn, calls):
+        bars.append([call[2].bar for call in calls])
+        return [fn(*call) for call in calls[::-1]][::-1]
+
+    ours = select_model(data, vectors, config, split=ValidationSplit.of(data, by="random"))
+    theirs = select_model(data, vectors, config, split=ValidationSplit.of(data, by="random"), run=backwards)
+    closed_form = max(c.validation_ndcg or 0.0 for c in theirs.candidates[:3])
+    assert bars == [[0.0] * 3, [closed_form] * 2]
+    assert [(c.name, c.validation_ndcg, c.note) for c in theirs.candidates] == \
+        [(c.name, c.validation_ndcg, c.note) for c in ours.candidates]
+    assert theirs.choice == ours.choice and theirs.blend == ours.blend
+    users = np.arange(data.n_users)
+    assert np.array_equal(theirs.model.score(users, None), ours.model.score(users, None))

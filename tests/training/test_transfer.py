@@ -14,6 +14,7 @@ from tlrec.training.transfer import (
     GroupResult,
     TransferReport,
     _gains,
+    measure_variant,
     render_markdown,
     select_modalities,
     transfer_report,
@@ -95,9 +96,17 @@ def _world(n_groups=6, items_per_group=40, users_per_group=20, seed=0):
 
 def test_transfer_report_end_to_end():
     catalog, inter, vecs = _world()
+    calls = []
+
+    def backwards(fn, args):  # the variants are independent: any order (or parallel Ray tasks) gives the report
+        calls.extend(args)
+        return [fn(*a) for a in args[::-1]][::-1]
+
     report = transfer_report(catalog, inter, vecs, config={"epochs": 15, "val_fraction": 0.0, "dim": 16, "content_hidden": 32,
-                                                            "batch_users": 16, "lr": 1e-2})
+                                                            "batch_users": 16, "lr": 1e-2}, run=backwards)
     assert set(report.results) == {NONE, ALL, "all - text", "all - image"}
+    alone = measure_variant(*calls[list(report.results).index(ALL)])
+    assert all(np.array_equal(alone[g].values, report.results[ALL][g].values) for g in report.groups)
     cold = {name: res["cold items"].mean for name, res in report.results.items()}
     # group-bearing text ranks cold items far above chance; noise alone does not
     assert cold[ALL] > cold[NONE] + 0.2

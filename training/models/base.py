@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar, Literal, Self
 
@@ -59,6 +60,23 @@ EXCLUDE_TABLE_BITS = 1 << 23
 #: ``retrieve(queries [n, d], depth, exclude csr [n, n_items] | None) -> candidates int64 [n, <= depth]``:
 #: each row's best ``depth`` items by inner product that ``exclude`` does not hold, best first, -1 padded.
 Retrieve = Callable[[np.ndarray, int, "sp.csr_matrix | None"], np.ndarray]
+
+
+@contextmanager
+def deterministic_torch() -> Iterator[None]:
+    """Torch's deterministic kernels for the block (the previous setting after it).
+
+    With more than one thread some CPU kernels (attention's dropout, for one) otherwise give
+    different weights run to run from the same seed; with this, the same inputs and the same
+    thread count give the same model (``tlrec train --ray-address`` relies on it). Ops without a
+    deterministic kernel warn instead of failing.
+    """
+    was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
 class ModelConfig(BaseModel):
@@ -105,6 +123,9 @@ class Recommender(ABC):
     finetunes_text: ClassVar[bool] = False
     #: reads a history's order, event types and times (``sequence_vectors``), not only its items
     reads_sequences: ClassVar[bool] = False
+    #: an iterative fit that ends early when its validation score is hopeless against the best
+    #: closed-form candidate's (``ValidationSplit.hopeless``); model selection runs these last
+    stops_early: ClassVar[bool] = False
     #: a retrieval model whose ``rank_vectors`` is the inner product the index searches: its lists
     #: are the retrieval's top k (nothing deeper to re-rank)
     ranks_by_inner_product: bool = False
@@ -135,7 +156,8 @@ class Recommender(ABC):
             logger.warning("%s: no held-out events to choose settings on (every user has < 2); using the "
                            "configured defaults", self.name)
         vectors = self._prepare(data, item_vectors)
-        self._fit(data, vectors, None)
+        with deterministic_torch():
+            self._fit(data, vectors, None)
         self.is_fitted = True
         return self
 
@@ -146,7 +168,8 @@ class Recommender(ABC):
         items excluded), the figure ``training.selection`` compares models by.
         """
         vectors = self._prepare(validation.fit_data, item_vectors)
-        self._fit(validation.fit_data, vectors, validation)
+        with deterministic_torch():
+            self._fit(validation.fit_data, vectors, validation)
         self.is_fitted = True
         self.validation_ndcg_ = validation.score_model(self)
         return self
@@ -154,7 +177,8 @@ class Recommender(ABC):
     def refit(self, data: InteractionData, item_vectors: np.ndarray | None = None) -> Self:
         """Take all of ``data`` (what ``tune`` fitted on plus the held-out events) with the chosen settings."""
         vectors = self._prepare(data, item_vectors)
-        self._refit(data, vectors)
+        with deterministic_torch():
+            self._refit(data, vectors)
         self.is_fitted = True
         return self
 
@@ -163,7 +187,8 @@ class Recommender(ABC):
         if data.interactions.height == 0:
             raise DataError(f"{self.name}: no interactions to fit on")
         if item_vectors is not None:
-            item_vectors = np.asarray(item_vectors, dtype=np.float32)
+            # writeable: torch takes the array as is (Ray hands read-only arrays to its tasks)
+            item_vectors = np.require(item_vectors, np.float32, ["W"])
             if item_vectors.ndim != 2 or item_vectors.shape[0] != data.n_items:
                 raise ValueError(
                     f"{self.name}: item vectors have shape {item_vectors.shape}, "

@@ -79,6 +79,7 @@ class LightFMModel(Recommender):
     config_class = LightFMConfig
     recommends_from_history = True
     recommends_for_cold_items = ConfigFlag(lambda c: c.features == "vectors")  # type: ignore[assignment]
+    stops_early = True
 
     config: LightFMConfig
 

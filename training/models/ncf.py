@@ -93,6 +93,7 @@ class NCFModel(Recommender):
     name = "ncf"
     config_class = NCFConfig
     recommends_for_cold_items = True
+    stops_early = True
     recommends_for_cold_users = True
     recommends_from_history = True
     retrieval = True

@@ -79,6 +79,7 @@ class SASRecModel(Recommender):
     name = "sasrec"
     config_class = SASRecConfig
     recommends_for_cold_items = True
+    stops_early = True
     recommends_for_cold_users = True
     recommends_from_history = True
     retrieval = True
