@@ -15,7 +15,10 @@ only. Item content is the title and the genres only (``services.movielens``);
 the hybrid LightFM uses the genres (multi-hot) as item features, and with
 ``--vectors`` also the pre-trained item vectors from ``tlrec embed``. Popularity
 has no signal here (every cold item has count 0, so ties fall back to catalog
-order): it is the chance-level reference.
+order): it is the chance-level reference. NCF runs twice: as served (the recency
+half-life of its user vectors chosen on its validation split, each user's latest
+events) and with recency off, a diagnostic row: B's test holds every rating of a
+cold item at any time, the user's whole taste rather than what comes next.
 
 Writes ``<out>/quality.md`` and ``<out>/quality.json`` and prints a table. LightFM
 runs with ``num_threads=os.cpu_count()`` (Hogwild), so its figures move a little
@@ -117,6 +120,8 @@ def run_model(
     metrics = evaluate_rankings(recs, test, ks=ks, n_items=len(candidates))
     row: dict[str, Any] = {"model": label, **metrics, "fit_seconds": round(fit_s, 2),
                            "recommend_seconds": round(rec_s, 2), "config": model.config.model_dump(mode="json")}
+    if isinstance(model, NCFModel) and model.net is not None:
+        row["recency_half_life"] = float(model.net.half_life) or None
     if isinstance(model, EASEModel):
         row["l2"] = model.l2_
         row["l2_validation_ndcg@10"] = {f"{k:g}": round(v, 5) for k, v in model.tuning_.items()}
@@ -128,8 +133,8 @@ def lightfm(**overrides: Any) -> Callable[[], Recommender]:
     return lambda: LightFMModel(LightFMConfig(**overrides))
 
 
-def ncf() -> NCFModel:
-    return NCFModel(NCFConfig(progress=False))
+def ncf(**overrides: Any) -> Callable[[], Recommender]:
+    return lambda: NCFModel(NCFConfig(progress=False, **overrides))
 
 
 def load_vectors(path: Path | None, items: IdMap) -> np.ndarray | None:
@@ -155,9 +160,9 @@ def protocol_a(
         if m not in models:
             continue
         if m == "ncf":
-            runs.append(("ncf (no content)", ncf, None))
+            runs.append(("ncf (no content)", ncf(), None))
             if vectors is not None:
-                runs.append(("ncf + pre-trained content (served)", ncf, vectors))
+                runs.append(("ncf + pre-trained content (served)", ncf(), vectors))
         elif m == "content":
             if vectors is not None:
                 runs.append(("content profile (pre-trained vectors)", ContentProfileModel, vectors))
@@ -195,7 +200,11 @@ def protocol_b(
     if vecs is not None and "content" in models:
         runs.append(("content profile (pre-trained vectors)", ContentProfileModel, vecs))
     if vecs is not None and "ncf" in models:
-        runs.append(("ncf + pre-trained content (served)", ncf, vecs))
+        runs.append(("ncf + pre-trained content (served)", ncf(), vecs))
+        # diagnostic, not a default: B's test holds every rating of a cold item, at any time, while
+        # validation (each user's latest events) picks a recency half-life for what comes next
+        runs.append(("ncf + pre-trained content, recency off (--set ncf.recency_half_life=null)",
+                     ncf(recency_half_life=None), vecs))
     rows = [run_model(label, make, data, vec, test, candidates, False, (20,)) for label, make, vec in runs]
     n_test_users = test[Columns.USER].n_unique()
     unknown = n_test_users - int((data.users.to_internal(test[Columns.USER].unique(), missing="ignore") >= 0).sum())
@@ -210,6 +219,8 @@ def protocol_b(
 def _fmt(v: Any, column: str = "") -> str:
     if column.endswith("seconds"):
         return f"{v:.2f}"
+    if column == "recency_half_life":
+        return "none" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
@@ -222,7 +233,7 @@ def render(results: dict[str, Any], console: Console) -> str:
         block = results.get("protocols", {}).get(key)
         if not block:
             continue
-        extra = ["l2"] if key == "A" else []
+        extra = ["l2"] if key == "A" else ["recency_half_life"]
         cols = ["model", *metrics, "fit_seconds", *extra]
         table = Table(title=title)
         for c in cols:
