@@ -34,15 +34,21 @@ RUNS = {"tlrec train (defaults: --model auto)": [], "tlrec train --model lightfm
 DEMO_TARGET_SECONDS = 120.0
 
 
-def time_train(args: argparse.Namespace, extra: list[str], out: Path) -> dict[str, Any]:
-    """Wall-clock seconds of one `tlrec train` process and the model it published."""
-    cmd = [sys.executable, "-m", "tlrec.services.cli", "train", "--catalog", str(args.catalog), "--interactions", str(args.interactions),
-           "--vectors", str(args.vectors), "--out", str(out), *extra]
+def run_timed(cmd: list[str]) -> float:
+    """Wall-clock seconds of one process running ``cmd``; exits the bench with its stderr if it fails."""
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def time_train(args: argparse.Namespace, extra: list[str], out: Path) -> dict[str, Any]:
+    """Wall-clock seconds of one `tlrec train` process and the model it published."""
+    cmd = [sys.executable, "-m", "tlrec.services.cli", "train", "--catalog", str(args.catalog), "--interactions", str(args.interactions),
+           "--vectors", str(args.vectors), "--out", str(out), *extra]
+    seconds = run_timed(cmd)
     version = (out / "current").read_text().strip()  # `current` names the published version
     manifest = json.loads((out / version / "manifest.json").read_text())
     served = manifest.get("selection", {}).get("choice") or manifest["model"]
@@ -52,12 +58,7 @@ def time_train(args: argparse.Namespace, extra: list[str], out: Path) -> dict[st
 def time_demo(out: Path) -> dict[str, Any]:
     """Wall-clock seconds of one `tlrec demo --out out` process and the load average before it."""
     load = round(os.getloadavg()[0], 2)
-    cmd = [sys.executable, "-m", "tlrec.services.cli", "demo", "--out", str(out)]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    seconds = run_timed([sys.executable, "-m", "tlrec.services.cli", "demo", "--out", str(out)])
     return {"seconds": round(seconds, 1), "load_before": load}
 
 
