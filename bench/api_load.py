@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--users", type=int, default=3_000)
     parser.add_argument("--requests", type=int, default=2_000, help="Measured requests per endpoint and concurrency.")
     parser.add_argument("--rounds", type=int, default=5, help="Alternating ping/recommendations rounds.")
-    parser.add_argument("--threads", type=int, default=None, help="Server torch/FAISS threads.")
+    parser.add_argument("--threads", type=int, default=None, help="Server model threads (`tlrec serve --threads`).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--work", type=Path, default=None, help="Folder for the synthetic world (default: temp).")
     parser.add_argument("--model", choices=("ncf", "sasrec"), default="ncf",
@@ -263,13 +263,13 @@ def main(argv: list[str] | None = None) -> dict:
         users = [f"u{u:05d}" for u in range(args.users)]
         with serving(artifacts, work / "events", args.threads) as base:
             rows = measure(base, users, args.requests, args.rounds, route=args.route)
-    from tlrec.serving.settings import available_cores
+    from tlrec.serving.settings import available_cores, model_threads_default
 
     result = {
         "n_items": args.items, "n_users": args.users, "requests": args.requests, "rounds": args.rounds, "k": 10,
         "model": args.model, "route": args.route,
         "index_dim": index_dim,
-        "server_threads": args.threads or available_cores(),
+        "server_threads": args.threads or model_threads_default(),
         "machine": f"{available_cores()} cores, Python {platform.python_version()}, load avg "
                    f"{load_start:.2f} at the start and {os.getloadavg()[0]:.2f} at the end (a shared machine)",
         "rows": rows, "ratios": ratios(rows),

@@ -1,20 +1,21 @@
 """API throughput and tail latency with wrk (a C load generator) against the demo artifacts, loopback.
 
-    .venv/bin/python bench/api_wrk.py [--demo demo_out] [--seconds 10] [--rounds 3]
+    .venv/bin/python bench/api_wrk.py [--demo demo_out] [--seconds 10] [--rounds 3] [--threads 1,2]
 
 The httpx client of ``bench/api_load.py`` spends most of the CPU it measures; wrk (Debian's
 ``wrk`` package: ``apt-get install wrk``) costs little, so the server's own limits show.
 
 1. The artifacts: ``--demo DIR``'s (``tlrec demo --out DIR``; built here in a temp folder when
    not given, ~1-2 min).
-2. One ``tlrec serve`` (API key auth on, access log off), as a user starts it.
+2. One ``tlrec serve`` (API key auth on, access log off), as a user starts it; with ``--threads``
+   one server per model-thread count (``tlrec serve --threads N``), one after the other.
 3. For 1 and 16 connections (one wrk thread), in alternating rounds of ``--seconds`` each after a
    warm-up: ``GET /healthz`` (no auth, no model), ``GET /v1/ping`` (a constant through auth and
    middleware), ``GET /v1/users/{id}/recommendations?k=10`` and ``GET /v1/users/{id}/next?k=10``,
    the users rotating over 500 of the model's users (a Lua script).
 4. Throughput (requests over the summed seconds) and the worst round's p50/p99 (wrk's
    latency distribution); the ratio of each route to ``/healthz``; issue 17's targets
-   (recommendations and next >= 0.5x healthz, p99 <= 25 ms at 16 connections). Writes
+   (recommendations and next >= 0.5x healthz, p99 <= 25 ms at 16 connections) for each server. Writes
    ``api_wrk.md`` and ``api_wrk.json`` and prints the table.
 """
 
@@ -128,21 +129,23 @@ def to_markdown(result: dict) -> str:
         f"wrk 1 thread, {result['rounds']} alternating rounds of {result['seconds']} s per route and "
         f"connection count, after a warm-up; users rotate over {result['users']}; k=10. p50/p99: the worst round's.",
         "",
-        "| route | connections | req/s | x healthz | p50 ms | p99 ms | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model threads | route | connections | req/s | x healthz | p50 ms | p99 ms | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    by = {(r["route"], r["connections"]): r for r in result["rows"]}
+    by = {(r["threads"], r["route"], r["connections"]): r for r in result["rows"]}
     for r in result["rows"]:
-        ratio = r["rps"] / by[("healthz", r["connections"])]["rps"]
-        lines.append(f"| {r['route']} | {r['connections']} | {r['rps']:.0f} | {ratio:.2f} | {r['p50_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {r['errors']} |")
+        ratio = r["rps"] / by[(r["threads"], "healthz", r["connections"])]["rps"]
+        lines.append(f"| {r['threads']} | {r['route']} | {r['connections']} | {r['rps']:.0f} | {ratio:.2f} | "
+                     f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")
     lines += ["", f"Targets at 16 connections (issue 17): >= {TARGET_RATIO}x healthz's throughput and "
                   f"p99 <= {TARGET_P99_MS:g} ms.", ""]
-    for route in ("recommendations", "next"):
-        r, h = by[(route, 16)], by[("healthz", 16)]
-        ratio = r["rps"] / h["rps"]
-        lines.append(f"- {route}: **{ratio:.2f}x** ({'met' if ratio >= TARGET_RATIO else 'missed'}), p99 "
-                     f"**{r['p99_ms']:.1f} ms** ({'met' if r['p99_ms'] <= TARGET_P99_MS else 'missed'})")
+    for threads in dict.fromkeys(r["threads"] for r in result["rows"]):
+        for route in ("recommendations", "next"):
+            r, h = by[(threads, route, 16)], by[(threads, "healthz", 16)]
+            ratio = r["rps"] / h["rps"]
+            lines.append(f"- {threads} model thread(s), {route}: **{ratio:.2f}x** "
+                         f"({'met' if ratio >= TARGET_RATIO else 'missed'}), p99 **{r['p99_ms']:.1f} ms** "
+                         f"({'met' if r['p99_ms'] <= TARGET_P99_MS else 'missed'})")
     lines += ["", "wrk and the server share the machine's cores.", ""]
     return "\n".join(lines)
 
@@ -152,8 +155,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--demo", type=Path, default=None, help="A `tlrec demo --out` folder (default: build one).")
     parser.add_argument("--seconds", type=int, default=10, help="Seconds per round.")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", default="",
+                        help="Comma list of model-thread counts, one server each (default: the server's default).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
+    from tlrec.serving.settings import available_cores, model_threads_default
+
+    thread_counts = [int(t) for t in args.threads.split(",") if t.strip()] or [model_threads_default()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -176,10 +184,11 @@ def main(argv: list[str] | None = None) -> dict:
         users = served.users.to_external(list(range(min(USERS, len(served.users)))))
         del served
         load_start = os.getloadavg()[0]
-        with serving(artifacts, work / "events") as base:
-            rows = measure(base, work, users, args.seconds, args.rounds)
-    from tlrec.serving.settings import available_cores
-
+        rows = []
+        for threads in thread_counts:
+            logger.info("server with %d model thread(s)", threads)
+            with serving(artifacts, work / f"events-{threads}", threads) as base:
+                rows += [{"threads": threads, **row} for row in measure(base, work, users, args.seconds, args.rounds)]
     result = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "date": dt.datetime.now().isoformat(timespec="seconds"),

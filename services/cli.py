@@ -392,7 +392,7 @@ def serve(
         bool, typer.Option("--insecure", help="Serve without API keys (local experiments only).")
     ] = False,
     threads: Annotated[
-        int | None, typer.Option(help="Model calls run at once, one thread each (default: the cores given).")
+        int | None, typer.Option(help="Model calls run at once, one thread each (default: the cores given but one).")
     ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn access log).")] = True,
     experiment: Annotated[

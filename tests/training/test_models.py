@@ -299,3 +299,29 @@ def test_loading_a_model_from_another_version_names_the_key(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"config.json: user_hidden: .*retrain"):
         PopularityModel.load(tmp_path / "m")
+
+
+def test_ncf_content_layers_train_in_bf16_and_serve_in_float32(monkeypatch):
+    """``bf16=True``: the content layers' products run in bfloat16 while training (close to float32, not
+    equal), and the served vectors (eval mode) are exact float32; ``"auto"`` follows the CPU."""
+    import torch
+
+    from tlrec.training.models import ncf_net
+
+    torch.manual_seed(0)
+    content = torch.randn(50, 12)
+    net = ncf_net.NCFNet(50, content, NCFConfig(dim=8, content_hidden=16, bf16=True))
+    exact = ncf_net.NCFNet(50, content, NCFConfig(dim=8, content_hidden=16, bf16=False))
+    exact.load_state_dict(net.state_dict())
+    items = torch.arange(50)
+    with torch.no_grad():
+        served, served_exact = net.eval().items(items)[0], exact.eval().items(items)[0]
+        trained, trained_exact = net.train().items(items)[0], exact.train().items(items)[0]
+    torch.testing.assert_close(served, served_exact, rtol=0, atol=0)
+    torch.testing.assert_close(trained_exact, served_exact, rtol=0, atol=0)
+    assert trained.dtype == torch.float32
+    gap = float((trained - served).abs().max())
+    assert 0 < gap < 0.05 * float(served.abs().max())
+    for native in (True, False):
+        monkeypatch.setattr(ncf_net, "native_bf16", lambda native=native: native)
+        assert ncf_net.NCFNet(50, content, NCFConfig(dim=8, content_hidden=16)).train_bf16 is native

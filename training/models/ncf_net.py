@@ -21,7 +21,14 @@ from tlrec.training.interaction_data import InteractionData
 if TYPE_CHECKING:
     from tlrec.training.models.ncf import NCFConfig
 
-__all__ = ["NCFNet", "UserHistories", "recency_weights", "row_normalised"]
+__all__ = ["NCFNet", "UserHistories", "native_bf16", "recency_weights", "row_normalised"]
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 matrix products in hardware (avx512_bf16 or AMX tiles)."""
+    cpu = torch.cpu
+    checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in checks)
 
 
 class NCFNet(nn.Module):
@@ -62,6 +69,8 @@ class NCFNet(nn.Module):
         self.register_buffer("new_items_ready", torch.zeros(()))
         self.register_buffer("head_on", torch.ones(()))  # 0 when validation found the head did not help
         self.register_buffer("half_life", torch.zeros(()))  # recency half-life in items; 0 = none
+        # the content layers' products in bfloat16 while training (``NCFConfig.bf16``)
+        self.train_bf16 = native_bf16() if cfg.bf16 == "auto" else bool(cfg.bf16)
 
     def items(self, items: torch.Tensor, id_keep: torch.Tensor | None = None,
               content: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +86,8 @@ class NCFNet(nn.Module):
         v = self.hist_emb(items) * keep
         if self.content_hidden is not None and self.warm_out is not None and self.cold is not None:
             rows = (self.content if content is None else content)[items]
-            c = self.warm_out(self.content_hidden(rows))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.training and self.train_bf16):
+                c = self.warm_out(self.content_hidden(rows)).float()
             q = q + c[:, : self.dim + 1]
             v = v + c[:, self.dim + 1 :]
             without_id = torch.nonzero(keep[:, 0] == 0).squeeze(1)
