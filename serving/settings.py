@@ -38,9 +38,9 @@ def model_threads_default() -> int:
     """Model calls run at once by default: the cores this process may use but one, at least one.
 
     The event loop (HTTP parsing, routing, validation, responses) needs a core of its own: with
-    as many model threads as cores they take turns with it, and on 2 cores one model thread
-    serves ~25% more requests at 16 connections than two, with a lower p99 (issue 17,
-    ``bench/api_wrk.py --threads 1,2``).
+    as many model threads as cores they take turns with it. On 2 cores one model thread serves
+    as many requests at 16 connections as two, with a p99 about a quarter lower
+    (``bench/results/api_wrk.md``, ``bench/api_wrk.py --threads 1,2``).
     """
     return max(1, available_cores() - 1)
 
