@@ -150,18 +150,26 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def thread_counts(text: str) -> list[int]:
+    """``--threads``: "1,2" -> [1, 2] (argparse reports anything else in one line)."""
+    counts = [int(t) for t in text.split(",") if t.strip()]
+    if not counts or min(counts) < 1:
+        raise ValueError(text)
+    return counts
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", type=Path, default=None, help="A `tlrec demo --out` folder (default: build one).")
     parser.add_argument("--seconds", type=int, default=10, help="Seconds per round.")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", default="",
+    parser.add_argument("--threads", type=thread_counts, default=[],
                         help="Comma list of model-thread counts, one server each (default: the server's default).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     from tlrec.serving.settings import available_cores, model_threads_default
 
-    thread_counts = [int(t) for t in args.threads.split(",") if t.strip()] or [model_threads_default()]
+    counts = args.threads or [model_threads_default()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -185,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         del served
         load_start = os.getloadavg()[0]
         rows = []
-        for threads in thread_counts:
+        for threads in counts:
             logger.info("server with %d model thread(s)", threads)
             with serving(artifacts, work / f"events-{threads}", threads) as base:
                 rows += [{"threads": threads, **row} for row in measure(base, work, users, args.seconds, args.rounds)]
